@@ -1,0 +1,104 @@
+"""The modular-arithmetic model: a 1-layer TransformerLens ``HookedTransformer``.
+
+This is the only module that imports TransformerLens. Everything else reads the model through
+its hook names and weight properties (``W_E``, ``W_U``, ``blocks[0].mlp.W_out``), so a later
+TransformerLens backend changes this file and little else.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from mechgrok.config import Config
+from mechgrok.task import Split, Task
+
+__all__ = ["HookedTransformer", "HookedTransformerConfig", "RunInfo", "build_model", "run_info", "FROZEN_BIASES"]
+
+# The original model has MLP biases only; a HookedTransformer's other biases are held at zero.
+FROZEN_BIASES = ("blocks.0.attn.b_Q", "blocks.0.attn.b_K", "blocks.0.attn.b_V", "blocks.0.attn.b_O", "unembed.b_U")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a model was trained on; attached to a model as ``model.mechgrok``."""
+
+    config: Config
+    task: Task
+    split: Split
+
+
+def hooked_config(cfg: Config, d_vocab_out: int | None = None) -> HookedTransformerConfig:
+    return HookedTransformerConfig(
+        n_layers=1,
+        d_model=cfg.d_model,
+        d_head=cfg.d_head,
+        n_heads=cfg.n_heads,
+        d_mlp=cfg.d_mlp,
+        d_vocab=cfg.d_vocab,
+        d_vocab_out=cfg.d_vocab_out if d_vocab_out is None else d_vocab_out,
+        n_ctx=cfg.n_ctx,
+        act_fn="relu",
+        normalization_type=None,
+        seed=cfg.seed if cfg.init == "transformer_lens" else None,
+        init_weights=cfg.init == "transformer_lens",
+        device="cpu",
+    )
+
+
+def build_model(
+    cfg: Config,
+    *,
+    d_vocab_out: int | None = None,
+    split: Split | None = None,
+) -> HookedTransformer:
+    """A ``HookedTransformer`` of the paper's shape (REFERENCE §1), initialised from ``cfg.seed``.
+
+    ``cfg.init == "paper"``: every weight ~ N(0, 1/d_model), W_U ~ N(0, 1/d_vocab), biases 0.
+    ``cfg.init == "transformer_lens"``: TransformerLens's own init with ``seed=cfg.seed``.
+    The global RNG is left as it was either way. The non-MLP biases are zero and frozen.
+    ``d_vocab_out`` overrides the unembed width (the original code trained a p+1 wide one).
+    """
+    with torch.random.fork_rng(devices=[]):  # TransformerLens seeds the global RNG
+        hooked_cfg = hooked_config(cfg, d_vocab_out)
+        with warnings.catch_warnings():
+            # 3.x warns that HookedTransformer goes away in 4.0; mechgrok pins <4 on purpose.
+            warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*", category=DeprecationWarning)
+            model = HookedTransformer(hooked_cfg, move_to_device=False)
+    if cfg.init == "paper":
+        _paper_init(model, cfg)
+    for name, param in model.named_parameters():
+        if name in FROZEN_BIASES:
+            param.requires_grad_(False)
+            if cfg.init == "paper":
+                param.data.zero_()
+    if split is not None:
+        model.mechgrok = RunInfo(config=cfg, task=Task(cfg.p, cfg.op), split=split)
+    return model
+
+
+@torch.no_grad()
+def _paper_init(model: HookedTransformer, cfg: Config) -> None:
+    generator = torch.Generator().manual_seed(cfg.seed)
+    for name, param in model.named_parameters():
+        if name.split(".")[-1].startswith("b_"):
+            param.zero_()
+            continue
+        std = 1 / math.sqrt(cfg.d_vocab if name == "unembed.W_U" else cfg.d_model)
+        param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+def run_info(model: HookedTransformer) -> RunInfo:
+    """The task, split and config a model was trained on, or a clear error if it has none."""
+    info = getattr(model, "mechgrok", None)
+    if info is None:
+        raise ValueError(
+            "this model carries no task or split; load it with mechgrok.load_checkpoint / load_run, "
+            "or build it with build_model(cfg, split=...)"
+        )
+    return info
