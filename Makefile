@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine:
+#   make test     create .venv if missing, install, run the test suite
+#   make train    create .venv if missing, install, train the paper's mainline run
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-slow train bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+train: $(STAMP)
+	$(BIN)/mechgrok train --out runs/mainline
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_speed.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,122 @@
+"""The ``mechgrok`` command line: ``train`` and ``info`` (the only module that prints)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from mechgrok.config import INITS, Config
+from mechgrok.task import OPERATIONS
+
+_HELP = {
+    "p": "the modulus; the `=` token is p",
+    "op": f"the operation: {', '.join(OPERATIONS)}",
+    "frac_train": "fraction of all pairs used for training",
+    "seed": "seed of the split and of the initialisation",
+    "d_model": "residual stream width",
+    "n_heads": "attention heads (d_head = d_model / n_heads)",
+    "d_mlp": "MLP neurons",
+    "init": f"initialisation: {', '.join(INITS)}",
+    "lr": "AdamW learning rate",
+    "weight_decay": "AdamW weight decay",
+    "beta1": "AdamW beta1",
+    "beta2": "AdamW beta2",
+    "warmup_steps": "linear learning-rate warm-up steps",
+    "epochs": "full-batch steps to train",
+    "eval_every": "evaluate the test set every this many epochs",
+    "checkpoint_every": "save weights every this many epochs",
+}
+
+
+def default_run_dir(cfg: Config) -> Path:
+    return Path("runs") / f"{cfg.op}-p{cfg.p}-frac{cfg.frac_train:g}-seed{cfg.seed}"
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = Config()
+    for f in dataclasses.fields(Config):
+        default = getattr(defaults, f.name)
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=type(default),
+            default=default,
+            help=f"{_HELP[f.name]} (default: {default})",
+        )
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mechgrok.train import train
+
+    cfg = _config_from_args(args)
+    out = Path(args.out) if args.out else default_run_dir(cfg)
+    result = train(cfg, out, progress=not args.no_progress)
+    last = result.metrics.iloc[-1]
+    if result.resumed_from is not None:
+        print(f"resumed {out} from epoch {result.resumed_from}")
+    if result.interrupted:
+        print(f"interrupted at epoch {result.epoch}: checkpoint written; run the same command again to resume")
+    print(
+        f"{out}: epoch {result.epoch}/{cfg.epochs} in {result.elapsed_s:.1f} s\n"
+        f"  train loss {last.train_loss:.3e}  accuracy {last.train_acc:.4f}\n"
+        f"  test  loss {last.test_loss:.3e}  accuracy {last.test_acc:.4f}  (at epoch {int(last.epoch)})"
+    )
+    return 130 if result.interrupted else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from mechgrok.runs import load_checkpoint
+
+    run = load_checkpoint(args.path)
+    cfg = run.config
+    print(f"{args.path}  [{run.source_format}]")
+    print(f"  task     c = {cfg.op}(a, b) mod {cfg.p}; train {len(run.split.train)} / test {len(run.split.test)} pairs")
+    print(f"  model    d_model {cfg.d_model}, {cfg.n_heads} heads of {cfg.d_head}, d_mlp {cfg.d_mlp}, "
+          f"d_vocab_out {run.model.cfg.d_vocab_out}, init {cfg.init}")
+    print(f"  training lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, betas {cfg.betas}, "
+          f"warm-up {cfg.warmup_steps}, epochs {cfg.epochs}, seed {cfg.seed}")
+    epochs = run.checkpoint_epochs
+    if epochs:
+        print(f"  saved    {len(epochs)} checkpoints, epochs {epochs[0]}..{epochs[-1]}")
+    print(f"  loaded   epoch {run.epoch}")
+    if run.metrics is not None and len(run.metrics):
+        last = run.metrics.iloc[-1]
+        cols = [c for c in ("train_loss", "train_acc", "test_loss", "test_acc") if c in run.metrics and last[c] == last[c]]
+        print(f"  final    epoch {int(last.epoch)}: " + ", ".join(f"{c} {last[c]:.4g}" for c in cols))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mechgrok", description="Mechanistic interpretability of grokking.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_train = sub.add_parser("train", help="train (or resume) a run; Ctrl-C saves a checkpoint")
+    _add_config_flags(p_train)
+    p_train.add_argument("--out", help="run folder (default: runs/<op>-p<p>-frac<frac>-seed<seed>)")
+    p_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p_train.set_defaults(func=cmd_train)
+
+    p_info = sub.add_parser("info", help="describe a run folder or checkpoint file")
+    p_info.add_argument("path", help="run folder, .safetensors checkpoint, or a foreign .pth file")
+    p_info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"mechgrok: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

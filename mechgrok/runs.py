@@ -1,0 +1,344 @@
+"""Run folders and checkpoints: safe, atomic, self-describing.
+
+A run is one folder::
+
+    runs/<name>/
+        config.json                      the Config, with the schema version
+        split.safetensors                train / test indices into Task.pairs()
+        metrics.csv                      epoch, train/test loss and accuracy, elapsed_s
+        checkpoints/epoch_000100.safetensors   weights every ``checkpoint_every`` epochs
+        resume.safetensors               newest weights plus optimizer state
+
+Every checkpoint file is self-contained: its safetensors metadata holds the schema version,
+the epoch and the config, and it carries the split, so ``load_checkpoint(file)`` needs nothing
+else. Files are written to a temporary name and renamed, so a kill at any moment leaves every
+existing file intact. Nothing here unpickles: safetensors stores raw tensors only, and the
+foreign ``.pth`` formats go through :mod:`mechgrok.formats`'s allowlisted loader.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load_bytes
+from safetensors.torch import save as st_save_bytes
+from torch import Tensor
+
+from mechgrok.config import Config
+from mechgrok.model import HookedTransformer, build_model
+from mechgrok.task import Split, Task
+
+SCHEMA_VERSION = 1
+CONFIG_FILE = "config.json"
+SPLIT_FILE = "split.safetensors"
+METRICS_FILE = "metrics.csv"
+RESUME_FILE = "resume.safetensors"
+CHECKPOINT_DIR = "checkpoints"
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "elapsed_s"]
+
+
+# --------------------------------------------------------------------------- atomic writes
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+# --------------------------------------------------------------------------- checkpoint files
+def _metadata(kind: str, cfg: Config, epoch: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    meta = {
+        "format": "mechgrok",
+        "schema_version": str(SCHEMA_VERSION),
+        "kind": kind,
+        "epoch": str(epoch),
+        "config": json.dumps(cfg.to_dict()),
+    }
+    meta.update(extra or {})
+    return meta
+
+
+def state_tensors(model: torch.nn.Module) -> dict[str, Tensor]:
+    return {name: t.detach().contiguous() for name, t in model.state_dict().items() if not _is_buffer_name(name)}
+
+
+def _is_buffer_name(name: str) -> bool:
+    return name.endswith(("attn.mask", "attn.IGNORE"))
+
+
+def save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    cfg: Config,
+    split: Split,
+    epoch: int,
+    *,
+    optimizer_state: dict[str, Tensor] | None = None,
+    extra: dict[str, str] | None = None,
+) -> None:
+    """Write a self-contained checkpoint (weights, split, config; optionally optimizer state)."""
+    tensors = {f"model.{k}": v for k, v in state_tensors(model).items()}
+    tensors["split.train"] = split.train.contiguous()
+    tensors["split.test"] = split.test.contiguous()
+    kind = "checkpoint"
+    if optimizer_state is not None:
+        kind = "resume"
+        tensors.update({f"optim.{k}": v.contiguous() for k, v in optimizer_state.items()})
+    atomic_write_bytes(Path(path), st_save_bytes(tensors, metadata=_metadata(kind, cfg, epoch, extra)))
+
+
+@dataclass
+class CheckpointFile:
+    """The raw contents of a mechgrok checkpoint file."""
+
+    path: Path
+    config: Config
+    epoch: int
+    kind: str
+    model_state: dict[str, Tensor]
+    split: Split
+    optimizer_state: dict[str, Tensor]
+    metadata: dict[str, str]
+
+
+def read_checkpoint_file(path: Path) -> CheckpointFile:
+    path = Path(path)
+    data = _read_bytes(path)
+    try:
+        tensors = st_load_bytes(data)
+        metadata = _safetensors_metadata(data)
+    except (SafetensorError, ValueError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{path} is not a readable mechgrok checkpoint ({err}); the file is truncated or of another format. "
+            "If an interrupted run left it, re-run the training command: it resumes from the newest intact checkpoint."
+        ) from None
+    if metadata.get("format") != "mechgrok":
+        raise ValueError(f"{path} is a safetensors file but not a mechgrok checkpoint (no 'format: mechgrok' metadata)")
+    version = int(metadata.get("schema_version", "-1"))
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint schema version {version}, but this mechgrok reads version {SCHEMA_VERSION}; "
+            "use the mechgrok release that wrote it"
+        )
+    cfg = Config.from_dict(json.loads(metadata["config"]))
+    model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    optim = {k.removeprefix("optim."): v for k, v in tensors.items() if k.startswith("optim.")}
+    split = Split(train=tensors["split.train"], test=tensors["split.test"])
+    ckpt = CheckpointFile(path, cfg, int(metadata["epoch"]), metadata["kind"], model_state, split, optim, metadata)
+    _check_consistent(ckpt)
+    return ckpt
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return path.read_bytes()
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    # safetensors layout: 8-byte little-endian header length, then a JSON header
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    return header.get("__metadata__", {})
+
+
+def _check_consistent(ckpt: CheckpointFile) -> None:
+    cfg, state = ckpt.config, ckpt.model_state
+    W_E = state.get("embed.W_E")
+    if W_E is None or tuple(W_E.shape) != (cfg.d_vocab, cfg.d_model):
+        shape = None if W_E is None else tuple(W_E.shape)
+        raise ValueError(
+            f"{ckpt.path}: its config says p={cfg.p}, d_model={cfg.d_model}, so W_E should be "
+            f"{(cfg.d_vocab, cfg.d_model)}, but it is {shape}; the file is damaged or was edited"
+        )
+    n_pairs = Task(cfg.p, cfg.op).n_pairs
+    if len(ckpt.split.train) + len(ckpt.split.test) != n_pairs:
+        raise ValueError(f"{ckpt.path}: its split covers {len(ckpt.split.train) + len(ckpt.split.test)} pairs, but p={cfg.p} has {n_pairs}")
+
+
+# --------------------------------------------------------------------------- loading models
+@dataclass
+class Run:
+    """A loaded run: its model at some epoch, plus its task, split, config and metrics."""
+
+    path: Path | None
+    config: Config
+    task: Task
+    split: Split
+    model: HookedTransformer
+    epoch: int
+    metrics: pd.DataFrame | None = None
+    checkpoint_epochs: list[int] = field(default_factory=list)
+    source_format: str = "mechgrok"
+
+    def load_epoch(self, epoch: int) -> HookedTransformer:
+        """The model at a saved epoch of this run."""
+        if self.path is None or epoch not in self.checkpoint_epochs:
+            raise ValueError(f"epoch {epoch} was not saved; saved epochs are {_epochs_summary(self.checkpoint_epochs)}")
+        return load_checkpoint(checkpoint_path(self.path, epoch)).model
+
+    def iter_checkpoints(self) -> Iterator[tuple[int, HookedTransformer]]:
+        for epoch in self.checkpoint_epochs:
+            yield epoch, self.load_epoch(epoch)
+
+
+def _epochs_summary(epochs: list[int]) -> str:
+    if not epochs:
+        return "none"
+    return f"{epochs[0]}, {epochs[1]}, ..., {epochs[-1]}" if len(epochs) > 3 else ", ".join(map(str, epochs))
+
+
+def checkpoint_path(run_dir: Path, epoch: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"epoch_{epoch:06d}.safetensors"
+
+
+def checkpoint_epochs(run_dir: Path) -> list[int]:
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    epochs = []
+    for f in folder.glob("epoch_*.safetensors"):
+        try:
+            epochs.append(int(f.stem.removeprefix("epoch_")))
+        except ValueError:
+            continue
+    return sorted(epochs)
+
+
+def model_from_state(cfg: Config, state: dict[str, Tensor], split: Split, d_vocab_out: int | None = None) -> HookedTransformer:
+    model = build_model(cfg, d_vocab_out=d_vocab_out, split=split)
+    expected = set(state_tensors(model))
+    if set(state) != expected:
+        raise ValueError(
+            f"checkpoint weights do not match the model: missing {sorted(expected - set(state))}, "
+            f"unexpected {sorted(set(state) - expected)}"
+        )
+    for name, tensor in model.state_dict().items():
+        if name in state and tuple(state[name].shape) != tuple(tensor.shape):
+            raise ValueError(f"checkpoint weight {name} has shape {tuple(state[name].shape)}, the model needs {tuple(tensor.shape)}")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def load_checkpoint(path: str | Path, *, p: int | None = None) -> Run:
+    """Load one checkpoint: a mechgrok ``.safetensors`` file, a run folder (its newest epoch),
+    or one of the foreign ``.pth`` formats (the TransformerLens grokking demo, the original
+    paper's ``full_run_data.pth``). Returns a :class:`Run` with a ready ``HookedTransformer``.
+
+    ``p``, if given, must match the checkpoint's modulus.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return load_run(path, p=p)
+    if path.suffix in (".pth", ".pt"):
+        from mechgrok.formats import read_foreign
+
+        foreign = read_foreign(path)
+        _check_p(path, foreign.config.p, p)
+        model = model_from_state(foreign.config, foreign.state_dict, foreign.split, foreign.d_vocab_out)
+        epochs = [e for e, _ in foreign.checkpoints]
+        return Run(
+            path=None,
+            config=foreign.config,
+            task=Task(foreign.config.p, foreign.config.op),
+            split=foreign.split,
+            model=model,
+            epoch=foreign.config.epochs,
+            metrics=foreign.metrics,
+            checkpoint_epochs=epochs,
+            source_format=foreign.format,
+        )
+    ckpt = read_checkpoint_file(path)
+    _check_p(path, ckpt.config.p, p)
+    model = model_from_state(ckpt.config, ckpt.model_state, ckpt.split)
+    run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
+    return Run(
+        path=run_dir,
+        config=ckpt.config,
+        task=Task(ckpt.config.p, ckpt.config.op),
+        split=ckpt.split,
+        model=model,
+        epoch=ckpt.epoch,
+        metrics=read_metrics(run_dir) if run_dir else None,
+        checkpoint_epochs=checkpoint_epochs(run_dir) if run_dir else [],
+    )
+
+
+def _check_p(path: Path, found: int, expected: int | None) -> None:
+    if expected is not None and found != expected:
+        raise ValueError(f"{path} holds a model for p={found}, not p={expected}; pass p={found} or load the right file")
+
+
+def load_run(path: str | Path, *, epoch: int | None = None, p: int | None = None) -> Run:
+    """Load a run folder at ``epoch`` (default: the newest saved epoch)."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).exists():
+        raise ValueError(f"{path} is not a mechgrok run folder (no {CONFIG_FILE}); train one with `mechgrok train --out {path}`")
+    epochs = checkpoint_epochs(path)
+    if not epochs:
+        raise ValueError(f"{path} has no checkpoints yet; train it with `mechgrok train --out {path}`")
+    epoch = epochs[-1] if epoch is None else epoch
+    if epoch not in epochs:
+        raise ValueError(f"{path} has no checkpoint at epoch {epoch}; saved epochs are {_epochs_summary(epochs)}")
+    return load_checkpoint(checkpoint_path(path, epoch), p=p)
+
+
+# --------------------------------------------------------------------------- run folder pieces
+def write_config(run_dir: Path, cfg: Config) -> None:
+    payload = {"format": "mechgrok", "schema_version": SCHEMA_VERSION, "config": cfg.to_dict()}
+    atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
+
+
+def read_config(run_dir: Path) -> Config:
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); restore it or start a new run folder") from None
+    if payload.get("format") != "mechgrok" or payload.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path} is not a mechgrok config of schema version {SCHEMA_VERSION}")
+    return Config.from_dict(payload["config"])
+
+
+def write_split(run_dir: Path, split: Split) -> None:
+    data = st_save_bytes({"train": split.train.contiguous(), "test": split.test.contiguous()}, metadata={"format": "mechgrok"})
+    atomic_write_bytes(Path(run_dir) / SPLIT_FILE, data)
+
+
+def read_split(run_dir: Path) -> Split:
+    tensors = st_load_bytes(_read_bytes(Path(run_dir) / SPLIT_FILE))
+    return Split(train=tensors["train"], test=tensors["test"])
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    pd.DataFrame(rows, columns=METRIC_COLUMNS).to_csv(buffer, index=False)
+    atomic_write_text(Path(run_dir) / METRICS_FILE, buffer.getvalue())
+
+
+def read_metrics(run_dir: Path | None) -> pd.DataFrame | None:
+    if run_dir is None or not (Path(run_dir) / METRICS_FILE).exists():
+        return None
+    return pd.read_csv(Path(run_dir) / METRICS_FILE)

@@ -1,0 +1,248 @@
+"""The trainer: full-batch AdamW on the fast exact step, with safe, resumable run folders.
+
+One epoch is one optimizer step on the whole train split (REFERENCE §1). "Epoch e" means the
+state after e steps: the metrics row and the checkpoint for epoch e describe that state, and
+epoch 0 is the initialisation. The learning rate of step e (0-based) is
+``lr * min(e / warmup_steps, 1)``, as in the original code.
+
+Ctrl-C or SIGTERM lets the current step finish, writes a resume checkpoint and returns with
+``interrupted=True``; calling ``train`` again on the same folder resumes from the newest
+resume checkpoint and ends bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pandas as pd
+import torch
+
+from mechgrok import runs
+from mechgrok.config import Config
+from mechgrok.fastpath import FastPath, check_supported
+from mechgrok.model import HookedTransformer, build_model
+from mechgrok.speed import tune_process as _tune_process
+from mechgrok.task import Split, Task, make_split
+
+# Fields that may change between a run and its resumption without changing its trajectory.
+RESUMABLE_CHANGES = frozenset({"epochs", "eval_every", "checkpoint_every"})
+
+
+@dataclass
+class TrainResult:
+    model: HookedTransformer
+    config: Config
+    split: Split
+    metrics: pd.DataFrame
+    epoch: int
+    interrupted: bool
+    resumed_from: int | None
+    elapsed_s: float
+    run_dir: Path
+
+
+class _Stop:
+    """Set by SIGINT/SIGTERM; the loop checks it between steps."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[_Stop]:
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers can only be installed from the main thread
+        return
+
+    def handler(signum, frame):
+        if stop.requested is not None:  # a second Ctrl-C: give up at once (files stay intact)
+            raise KeyboardInterrupt
+        stop.requested = signal.Signals(signum).name
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _trainable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
+    params = [p for _, p in _trainable(model)]
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, fused=True)
+
+
+def optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimizer's per-parameter state, keyed ``<param name>.<state key>``."""
+    out = {}
+    for name, param in _trainable(model):
+        for key, value in optimizer.state.get(param, {}).items():
+            out[f"{name}.{key}"] = value.detach().clone() if torch.is_tensor(value) else torch.tensor(value)
+    return out
+
+
+def load_optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    for name, param in _trainable(model):
+        state = {key.removeprefix(name + "."): t.clone() for key, t in tensors.items() if key.startswith(name + ".")}
+        if state:
+            optimizer.state[param] = state
+
+
+def lr_at(cfg: Config, step: int) -> float:
+    return cfg.lr * (min(step / cfg.warmup_steps, 1.0) if cfg.warmup_steps else 1.0)
+
+
+def train(
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    progress: bool = False,
+    tune_process: bool = True,
+    on_eval: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train ``cfg`` into the run folder ``out_dir``, or resume the run already there.
+
+    ``progress`` shows a tqdm bar with train and test loss. ``tune_process`` applies
+    :mod:`mechgrok.speed`'s process-wide settings. ``on_eval`` is called with each metrics row.
+    """
+    out_dir = Path(out_dir)
+    if tune_process:
+        _tune_process()
+    task = Task(cfg.p, cfg.op)
+    tokens, labels = task.tokens(), task.labels()
+
+    resume = _existing_run(out_dir, cfg)
+    if resume is None:
+        split = make_split(task.n_pairs, cfg.frac_train, cfg.seed)
+        model = build_model(cfg, split=split)
+        check_supported(model)
+        optimizer = make_optimizer(model, cfg)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        runs.write_config(out_dir, cfg)
+        runs.write_split(out_dir, split)
+        start, rows, elapsed0, resumed_from = 0, [], 0.0, None
+    else:
+        ckpt = resume
+        split = ckpt.split
+        model = runs.model_from_state(cfg, ckpt.model_state, split)
+        optimizer = make_optimizer(model, cfg)
+        load_optimizer_tensors(model, optimizer, ckpt.optimizer_state)
+        start, resumed_from = ckpt.epoch, ckpt.epoch
+        elapsed0 = float(ckpt.metadata.get("elapsed_s", "0"))
+        metrics = runs.read_metrics(out_dir)
+        rows = [] if metrics is None else metrics[metrics["epoch"] < start].to_dict("records")
+        if cfg.epochs != ckpt.config.epochs:
+            runs.write_config(out_dir, cfg)
+
+    train_step = FastPath(tokens[split.train], labels[split.train])
+    test_eval = FastPath(tokens[split.test], labels[split.test])
+    n_train, n_test = len(split.train), len(split.test)
+
+    def save(epoch: int, elapsed: float, weights: bool) -> None:
+        if weights:
+            runs.save_checkpoint(runs.checkpoint_path(out_dir, epoch), model, cfg, split, epoch)
+        runs.write_metrics(out_dir, rows)
+        runs.save_checkpoint(
+            out_dir / runs.RESUME_FILE, model, cfg, split, epoch,
+            optimizer_state=optimizer_tensors(model, optimizer), extra={"elapsed_s": repr(elapsed)},
+        )
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.epochs, initial=start, unit="epoch", dynamic_ncols=True, mininterval=0.5)
+
+    t0 = time.perf_counter() - elapsed0
+    epoch, interrupted = start, False
+    with _stop_on_signals() as stop:
+        while True:
+            is_last = epoch >= cfg.epochs
+            if is_last:
+                train_loss, train_correct = train_step.loss(model)
+            else:
+                train_loss, train_correct = train_step.loss_and_grad(model)
+            if epoch % cfg.eval_every == 0 or is_last:
+                test_loss, test_correct = test_eval.loss(model)
+                row = {
+                    "epoch": epoch,
+                    "train_loss": float(train_loss),
+                    "train_acc": int(train_correct) / n_train,
+                    "test_loss": float(test_loss),
+                    "test_acc": int(test_correct) / n_test,
+                    "elapsed_s": time.perf_counter() - t0,
+                }
+                rows.append(row)
+                if on_eval is not None:
+                    on_eval(row)
+                if bar is not None:
+                    bar.set_postfix(train_loss=f"{row['train_loss']:.2e}", test_loss=f"{row['test_loss']:.2e}", refresh=False)
+            if epoch % cfg.checkpoint_every == 0 or is_last:
+                save(epoch, time.perf_counter() - t0, weights=True)
+            if is_last:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(cfg, epoch)
+            optimizer.step()
+            epoch += 1
+            if bar is not None:
+                bar.update(1)
+            if stop.requested:
+                save(epoch, time.perf_counter() - t0, weights=False)
+                interrupted = True
+                break
+    if bar is not None:
+        bar.close()
+    model.zero_grad(set_to_none=True)
+    return TrainResult(
+        model=model,
+        config=cfg,
+        split=split,
+        metrics=pd.DataFrame(rows, columns=runs.METRIC_COLUMNS),
+        epoch=epoch,
+        interrupted=interrupted,
+        resumed_from=resumed_from,
+        elapsed_s=time.perf_counter() - t0,
+        run_dir=out_dir,
+    )
+
+
+def _existing_run(out_dir: Path, cfg: Config) -> runs.CheckpointFile | None:
+    """The resume checkpoint of a compatible run in ``out_dir``; None for a fresh folder."""
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return None
+    if not (out_dir / runs.CONFIG_FILE).exists():
+        raise ValueError(
+            f"{out_dir} exists and is not a mechgrok run folder; choose another --out, or empty it yourself"
+        )
+    saved = runs.read_config(out_dir)
+    differs = {
+        f: (getattr(saved, f), getattr(cfg, f))
+        for f in saved.to_dict()
+        if f not in RESUMABLE_CHANGES and getattr(saved, f) != getattr(cfg, f)
+    }
+    if differs:
+        detail = ", ".join(f"{f}: saved {old!r}, asked {new!r}" for f, (old, new) in differs.items())
+        raise ValueError(
+            f"{out_dir} holds a run with a different config ({detail}); "
+            "pass the same settings to resume it, or choose another --out for a new run"
+        )
+    resume_file = out_dir / runs.RESUME_FILE
+    if not resume_file.exists():
+        return None if not runs.checkpoint_epochs(out_dir) else _no_resume_error(out_dir)
+    return runs.read_checkpoint_file(resume_file)
+
+
+def _no_resume_error(out_dir: Path):
+    raise ValueError(f"{out_dir} has checkpoints but no {runs.RESUME_FILE}; it cannot be resumed exactly. Use another --out.")
