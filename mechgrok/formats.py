@@ -1,0 +1,672 @@
+"""Checkpoint formats in the wild (REFERENCE §9), read safely and returned in mechgrok's terms.
+
+Two foreign formats are read:
+
+* ``"transformer_lens_demo"``: the ``.pth`` that TransformerLens's Grokking_Demo notebook saves,
+  a dict with ``model``, ``config`` (a pickled ``HookedTransformerConfig``), ``checkpoints``,
+  ``checkpoint_epochs``, ``train_losses``, ``test_losses``, ``train_indices``, ``test_indices``.
+* ``"original"``: the original paper's ``full_run_data.pth``, a dict with ``model``,
+  ``config`` (a plain dict), ``state_dicts``, ``epochs``, ``train_losses``, ``test_losses``,
+  whose weights are in the original code's own layout and are converted here.
+
+Nothing is unpickled beyond ``torch.load(..., weights_only=True)``. The one object that the
+demo's pickle needs beyond tensors and containers, its ``HookedTransformerConfig`` (with a
+few numpy float scalars inside), is rebuilt as an inert stand-in that only stores the pickled
+attributes: the real TransformerLens class is never allowlisted, and any other object makes
+``read_foreign`` raise a ``ValueError`` that names it.
+
+Epoch numbers are kept as each file records them: both formats record the 0-based index of
+the epoch whose optimiser step has just been taken (the demo's first checkpoint is epoch 99,
+the original's is epoch 0).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import random
+import re
+import struct
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+import einops
+import pandas as pd
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from mechgrok.config import Config
+from mechgrok.task import Split
+
+__all__ = ["FORMATS", "ForeignRun", "read_foreign"]
+
+FORMATS = ("transformer_lens_demo", "original")
+
+# The 16 parameters of mechgrok's HookedTransformer (mechgrok.model.build_model), in its order.
+HOOKED_PARAMETERS = (
+    "embed.W_E",
+    "pos_embed.W_pos",
+    "blocks.0.attn.W_Q",
+    "blocks.0.attn.W_O",
+    "blocks.0.attn.b_Q",
+    "blocks.0.attn.b_O",
+    "blocks.0.attn.W_K",
+    "blocks.0.attn.W_V",
+    "blocks.0.attn.b_K",
+    "blocks.0.attn.b_V",
+    "blocks.0.mlp.W_in",
+    "blocks.0.mlp.b_in",
+    "blocks.0.mlp.W_out",
+    "blocks.0.mlp.b_out",
+    "unembed.W_U",
+    "unembed.b_U",
+)
+# Buffers, not parameters: their shape depends on the TransformerLens version (3.x keeps an empty
+# placeholder mask), so they are dropped and a model keeps its own.
+_HOOKED_BUFFERS = frozenset({"blocks.0.attn.mask", "blocks.0.attn.IGNORE"})
+
+_DEMO_KEYS = (
+    "model", "config", "checkpoints", "checkpoint_epochs", "train_losses", "test_losses", "train_indices", "test_indices"
+)  # fmt: skip
+_ORIGINAL_KEYS = ("model", "config", "state_dicts", "epochs", "train_losses", "test_losses")
+# The original code's Config defaults, for fields its saved dict may leave out.
+_ORIGINAL_DEFAULTS = {"lr": 1e-3, "weight_decay": 1.0, "fn_name": "add", "num_epochs": 50_000, "save_every": 100}
+# The original's fn_name -> mechgrok's op ("rand" has no mechgrok counterpart).
+_ORIGINAL_OPS = {"add": "add", "subtract": "sub", "x2xyy2": "x2xyy2"}
+# The original stores the test loss every 10 epochs (REFERENCE §9) unless it stored one per epoch.
+_ORIGINAL_TEST_LOSS_STRIDE = 10
+
+
+@dataclass(frozen=True)
+class ForeignRun:
+    """A foreign run in mechgrok's terms.
+
+    ``state_dict`` and every checkpoint hold exactly the 16 parameters of
+    ``build_model(config, d_vocab_out=d_vocab_out)`` in HookedTransformer layout (biases the
+    format lacks are zeros), and no buffers, so load them with ``strict=False``: the only
+    missing keys are the attention ``mask`` and ``IGNORE`` buffers.
+    """
+
+    format: str
+    config: Config
+    d_vocab_out: int
+    state_dict: dict[str, Tensor]
+    checkpoints: list[tuple[int, dict[str, Tensor]]]
+    split: Split
+    metrics: pd.DataFrame | None
+
+
+def read_foreign(path: str | os.PathLike[str]) -> ForeignRun:
+    """Read a TransformerLens Grokking_Demo ``.pth`` or the original paper's ``full_run_data.pth``.
+
+    Detects the format from the keys; raises ``ValueError`` naming the path and what is wrong for
+    a truncated or foreign file, a disallowed pickled object, or weights whose shapes do not
+    match the config. Example::
+
+        run = read_foreign("grokking_demo.pth")
+        model = build_model(run.config, d_vocab_out=run.d_vocab_out)
+        model.load_state_dict(run.state_dict, strict=False)  # only the buffers are missing
+    """
+    path = os.fspath(path)
+    data = _safe_load(path)
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path}: a torch checkpoint holding a {type(data).__name__}, not a dict; "
+            f"mechgrok reads dicts with keys {list(_DEMO_KEYS)} (TransformerLens Grokking demo) "
+            f"or {list(_ORIGINAL_KEYS)} (the original paper's full_run_data.pth)"
+        )
+    config = data.get("config")
+    if "train_indices" in data or isinstance(config, _InertConfig):
+        return _read_demo(path, data)
+    if isinstance(config, dict) and "model" in data:
+        return _read_original(path, data)
+    raise ValueError(
+        f"{path}: a torch checkpoint, but in neither format mechgrok reads: its keys are "
+        f"{sorted(map(str, data))}; the TransformerLens Grokking demo has {list(_DEMO_KEYS)} "
+        f"and the original paper's full_run_data.pth has {list(_ORIGINAL_KEYS)} (with config a plain dict)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe loading
+
+
+class _Refused(ValueError):
+    """Raised inside unpickling by a stand-in that was fed something a real file never holds."""
+
+
+class _InertConfig:
+    """Stands in for a pickled ``HookedTransformerConfig``: keeps its attributes, does nothing.
+
+    A protocol-2 pickle rebuilds a dataclass with ``cls.__new__(cls)`` and then hands it its
+    ``__dict__``; both land here, so no TransformerLens code runs.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if args or kwargs:
+            raise _Refused("the pickled HookedTransformerConfig was called with arguments, which a real one never is")
+        self.fields: dict[str, Any] = {}
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
+            kind = type(state).__name__
+            raise _Refused(f"the pickled HookedTransformerConfig has a state of type {kind}, not a dict of fields")
+        self.fields = dict(state)
+
+
+# numpy dtype codes that may appear in a pickled numpy scalar -> struct format characters.
+_NUMPY_CODES = {
+    "f8": "d", "f4": "f", "f2": "e",
+    "i8": "q", "i4": "i", "i2": "h", "i1": "b",
+    "u8": "Q", "u4": "I", "u2": "H", "u1": "B",
+    "b1": "?",
+}  # fmt: skip
+
+
+class _InertDType:
+    """Stands in for a pickled ``numpy.dtype`` of a plain number (TransformerLens stores
+    ``attn_scale = np.sqrt(d_head)``, a numpy float64, in its config)."""
+
+    def __init__(self, code: Any, align: Any = False, copy: Any = False) -> None:
+        if code not in _NUMPY_CODES:
+            raise _Refused(f"numpy dtype {code!r} is not a plain number type {sorted(_NUMPY_CODES)}")
+        self.code = code
+        self.byteorder = "<"
+
+    def __setstate__(self, state: Any) -> None:
+        # numpy's dtype state is (version, byteorder, subarray, names, fields, itemsize, alignment, flags)
+        if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
+            raise _Refused(f"unexpected numpy dtype state {state!r}")
+        self.byteorder = "<" if state[1] == "|" else state[1]  # "|": byte order does not apply (1 byte)
+
+
+def _inert_numpy_scalar(dtype: Any, data: Any) -> int | float | bool:
+    """Stands in for ``numpy.core.multiarray.scalar``: decodes the raw bytes of a plain number."""
+    if not isinstance(dtype, _InertDType) or not isinstance(data, bytes):
+        raise _Refused("a pickled numpy scalar that is not a plain number")
+    fmt = dtype.byteorder + _NUMPY_CODES[dtype.code]
+    if len(data) != struct.calcsize(fmt):
+        raise _Refused(f"a pickled numpy scalar of dtype {dtype.code!r} has {len(data)} bytes")
+    return struct.unpack(fmt, data)[0]
+
+
+# Qualified names -> inert stand-ins. Everything else beyond torch's own weights-only allowlist
+# (tensors, storages, dtypes, devices, plain containers) is refused.
+_SAFE_GLOBALS = [
+    # TransformerLens 1.x-2.x, early 3.x, and 3.x from 3.9 on moved the class between modules.
+    (_InertConfig, "transformer_lens.HookedTransformerConfig.HookedTransformerConfig"),
+    (_InertConfig, "transformer_lens.config.HookedTransformerConfig.HookedTransformerConfig"),
+    (_InertConfig, "transformer_lens.config.hooked_transformer_config.HookedTransformerConfig"),
+    # numpy 1.x and 2.x name the scalar constructor differently.
+    (_inert_numpy_scalar, "numpy.core.multiarray.scalar"),
+    (_inert_numpy_scalar, "numpy._core.multiarray.scalar"),
+    (_InertDType, "numpy.dtype"),
+]
+_ALLOWED_NAMES = frozenset(name for _, name in _SAFE_GLOBALS)
+
+
+def _safe_load(path: str) -> Any:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                f"{path}: truncated or corrupt torch checkpoint (the zip archive has no central directory, "
+                "which torch.save writes last); re-download or re-save the file"
+            )
+        # Lists the globals the pickle references, reading its opcodes without running any.
+        try:
+            referenced = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception as err:
+            raise ValueError(f"{path}: truncated or corrupt torch checkpoint ({_first_line(err)})") from err
+        _refuse(path, sorted(set(referenced) - _ALLOWED_NAMES))
+    elif not head.startswith(b"\x80"):
+        # torch.save writes a zip archive; before torch 1.6 it wrote a bare pickle, which opens
+        # with the PROTO opcode 0x80.
+        raise ValueError(f"{path}: not a torch checkpoint (it starts with {head!r}, not a zip archive or a pickle)")
+    try:
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except _Refused as err:
+        raise ValueError(f"{path}: {err}; mechgrok refuses to unpickle it") from err
+    except pickle.UnpicklingError as err:
+        match = re.search(r"GLOBAL (\S+)", str(err))
+        if match:
+            _refuse(path, [match.group(1)])
+        reason = _torch_reason(err)
+        raise ValueError(f"{path}: could not be unpickled safely ({reason}); mechgrok refuses to unpickle it") from err
+    except Exception as err:
+        raise ValueError(
+            f"{path}: not a readable torch checkpoint (truncated, corrupt, or not written by torch.save): "
+            f"{type(err).__name__}: {_first_line(err)}"
+        ) from err
+
+
+def _refuse(path: str, names: Sequence[str]) -> None:
+    if names:
+        raise ValueError(
+            f"{path}: the file contains a disallowed object ({', '.join(names)}); mechgrok refuses to unpickle it, "
+            "because unpickling it could run arbitrary code. mechgrok reads only tensors, plain containers "
+            "and the TransformerLens Grokking demo's config. If you trust the file, re-save its tensors yourself."
+        )
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
+
+
+def _torch_reason(err: BaseException) -> str:
+    # torch wraps the reason in boilerplate about the weights_only default; keep the reason.
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(("Weights only load failed", "Check the documentation"))]
+    return (reasons or lines or [type(err).__name__])[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The TransformerLens Grokking demo
+
+
+def _read_demo(path: str, data: dict) -> ForeignRun:
+    _require_keys(path, data, ("model", "config", "train_indices", "test_indices"), "the TransformerLens Grokking demo")
+    raw = data["config"]
+    if isinstance(raw, _InertConfig):
+        fields = raw.fields
+    elif isinstance(raw, dict):
+        fields = raw
+    else:
+        raise ValueError(f"{path}: config is a {type(raw).__name__}; the Grokking demo saves a HookedTransformerConfig")
+
+    def field(name: str) -> Any:
+        if name not in fields:
+            raise ValueError(f"{path}: the HookedTransformerConfig has no field {name!r}; is this a Grokking demo file?")
+        return fields[name]
+
+    def int_field(name: str) -> int:
+        return _as_int(path, f"config.{name}", field(name))
+
+    # The architecture must be the one mechgrok's model has (REFERENCE §1).
+    for name, want in (("n_layers", 1), ("n_ctx", 3)):
+        if int_field(name) != want:
+            raise ValueError(f"{path}: config.{name}={fields[name]!r}, but mechgrok's model has {name}={want}")
+    optional = (("act_fn", "relu"), ("normalization_type", None), ("attn_only", False), ("positional_embedding_type", "standard"))
+    for name, want in optional:
+        if name in fields and fields[name] != want:
+            raise ValueError(f"{path}: config.{name}={fields[name]!r}, but mechgrok's model has {name}={want!r}")
+    d_model, n_heads, d_head, d_mlp = (int_field(n) for n in ("d_model", "n_heads", "d_head", "d_mlp"))
+    if n_heads * d_head != d_model:
+        raise ValueError(
+            f"{path}: config has n_heads={n_heads} × d_head={d_head} != d_model={d_model}; "
+            "mechgrok needs d_head = d_model / n_heads"
+        )
+    if fields.get("use_attn_scale", True) is not True or not _is_unset_or_close(fields.get("attn_scale"), math.sqrt(d_head)):
+        raise ValueError(f"{path}: config scales attention by {fields.get('attn_scale')!r}, not sqrt(d_head)={math.sqrt(d_head)}")
+    d_vocab = int_field("d_vocab")
+    p = d_vocab - 1  # the "=" token is p, the last input token
+    d_vocab_out = int_field("d_vocab_out")
+    if d_vocab_out not in (p, p + 1):
+        raise ValueError(
+            f"{path}: config has d_vocab={d_vocab} and d_vocab_out={d_vocab_out}; "
+            "a mod-p task has d_vocab=p+1 and d_vocab_out=p or p+1"
+        )
+    seed = fields.get("seed")
+
+    split = _demo_split(path, data["train_indices"], data["test_indices"], p)
+    train_losses = _losses(path, data, "train_losses")
+    test_losses = _losses(path, data, "test_losses")
+    checkpoint_epochs, checkpoint_sds = _checkpoint_lists(path, data, "checkpoint_epochs", "checkpoints")
+    epochs = len(train_losses) if train_losses is not None else (checkpoint_epochs[-1] + 1 if checkpoint_epochs else 0)
+    config = _make_config(
+        path,
+        p=p,
+        frac_train=_frac_train(len(split.train), p * p),
+        seed=0 if seed is None else _as_int(path, "config.seed", seed),
+        d_model=d_model,
+        n_heads=n_heads,
+        d_mlp=d_mlp,
+        init="transformer_lens",
+        # The demo's own settings; its file does not record them.
+        lr=1e-3,
+        weight_decay=1.0,
+        beta1=0.9,
+        beta2=0.98,
+        warmup_steps=0,
+        epochs=epochs,
+        eval_every=1,
+        checkpoint_every=_checkpoint_every(checkpoint_epochs),
+    )
+    expected = _hooked_shapes(config, d_vocab_out)
+    return ForeignRun(
+        format="transformer_lens_demo",
+        config=config,
+        d_vocab_out=d_vocab_out,
+        state_dict=_demo_state_dict(path, "model", data["model"], expected, p),
+        checkpoints=[
+            (epoch, _demo_state_dict(path, f"checkpoints[{i}]", sd, expected, p))
+            for i, (epoch, sd) in enumerate(zip(checkpoint_epochs, checkpoint_sds))
+        ],
+        split=split,
+        metrics=_metrics(train_losses, test_losses, test_stride=1),
+    )
+
+
+def _demo_state_dict(path: str, where: str, sd: Any, expected: dict[str, tuple[int, ...]], p: int) -> dict[str, Tensor]:
+    sd = _as_state_dict(path, where, sd)
+    params = {key: value for key, value in sd.items() if key not in _HOOKED_BUFFERS}
+    for name, shape in expected.items():  # a format without a bias means a zero bias
+        if name.split(".")[-1].startswith("b_") and name not in params:
+            params[name] = torch.zeros(shape)
+    _check_shapes(path, where, params, expected, p)
+    return {name: params[name].contiguous() for name in HOOKED_PARAMETERS}
+
+
+def _demo_split(path: str, train: Any, test: Any, p: int) -> Split:
+    train_idx = _as_indices(path, "train_indices", train)
+    test_idx = _as_indices(path, "test_indices", test)
+    n_pairs = p * p  # every pair (a, b) of the add task; Config validates p itself
+    both = torch.cat([train_idx, test_idx])
+    if len(both) != n_pairs or both.min() < 0 or both.max() >= n_pairs or len(torch.unique(both)) != n_pairs:
+        raise ValueError(
+            f"{path}: train_indices ({len(train_idx)}) and test_indices ({len(test_idx)}) do not split the "
+            f"p²={n_pairs} pairs of p={p} (from config.d_vocab) into two disjoint sets; is the file from another p?"
+        )
+    return Split(train=train_idx, test=test_idx)
+
+
+def _is_unset_or_close(value: Any, want: float) -> bool:
+    return value is None or (isinstance(value, Real) and (value <= 0 or math.isclose(float(value), want, rel_tol=1e-6)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The original paper's full_run_data.pth
+
+
+def _read_original(path: str, data: dict) -> ForeignRun:
+    raw: dict = data["config"]
+    missing = sorted({"p", "d_model", "frac_train", "seed"} - set(raw))
+    if missing:
+        raise ValueError(f"{path}: the original run's config dict lacks {missing}; it has {sorted(map(str, raw))}")
+    cfg = {**_ORIGINAL_DEFAULTS, **raw}
+    p = _as_int(path, "config.p", cfg["p"])
+    d_model = _as_int(path, "config.d_model", cfg["d_model"])
+    if cfg["fn_name"] not in _ORIGINAL_OPS:
+        raise ValueError(f"{path}: config.fn_name={cfg['fn_name']!r}; mechgrok reads {sorted(_ORIGINAL_OPS)}")
+
+    model = _as_state_dict(path, "model", data["model"])
+    # The config dict does not record n_heads or d_mlp; the weights do.
+    for key, ndim in (("blocks.0.attn.W_Q", 3), ("blocks.0.mlp.W_in", 2), ("unembed.W_U", 2)):
+        if key not in model or model[key].ndim != ndim:
+            raise ValueError(f"{path}: model has no {ndim}-D {key!r}; the original layout has {list(_ORIGINAL_PARAMETERS)}")
+    n_heads, d_head, _ = model["blocks.0.attn.W_Q"].shape
+    d_mlp = model["blocks.0.mlp.W_in"].shape[0]
+    # The original's d_vocab was fixed at 114 (p=113 + 1) when its Config class was defined, so a
+    # run with another p still has 114-wide embed and unembed. Tokens above p never occur.
+    d_vocab = model["unembed.W_U"].shape[1]
+    if d_vocab < p + 1:
+        raise ValueError(
+            f"{path}: unembed.W_U is {d_vocab} wide, but config.p={p} needs at least p+1={p + 1}; is the file from another p?"
+        )
+    if n_heads * d_head != d_model:
+        raise ValueError(f"{path}: W_Q has {n_heads} heads of d_head={d_head}, which does not make config.d_model={d_model}")
+    expected = _original_shapes(n_heads, d_head, d_model, d_mlp, d_vocab)
+
+    train_losses = _losses(path, data, "train_losses")
+    test_losses = _losses(path, data, "test_losses")
+    every_epoch = train_losses is not None and test_losses is not None and len(test_losses) == len(train_losses)
+    stride = 1 if every_epoch else _ORIGINAL_TEST_LOSS_STRIDE
+    checkpoint_epochs, checkpoint_sds = _checkpoint_lists(path, data, "epochs", "state_dicts")
+    config = _make_config(
+        path,
+        p=p,
+        op=_ORIGINAL_OPS[cfg["fn_name"]],
+        frac_train=cfg["frac_train"],
+        seed=_as_int(path, "config.seed", cfg["seed"]),
+        d_model=d_model,
+        n_heads=n_heads,
+        d_mlp=d_mlp,
+        init="paper",
+        lr=cfg["lr"],
+        weight_decay=cfg["weight_decay"],
+        beta1=0.9,
+        beta2=0.98,
+        warmup_steps=10,
+        epochs=_as_int(path, "config.num_epochs", cfg["num_epochs"]),
+        eval_every=stride,
+        checkpoint_every=_as_int(path, "config.save_every", cfg["save_every"]),
+    )
+
+    def convert(where: str, sd: Any) -> dict[str, Tensor]:
+        sd = _as_state_dict(path, where, sd)
+        params = {key: value for key, value in sd.items() if key != "blocks.0.attn.mask"}
+        _check_shapes(path, where, params, expected, p)
+        return _original_to_hooked(params, p)
+
+    checkpoints = []
+    for i, epoch in enumerate(checkpoint_epochs):
+        # Convert one at a time and drop the original, so a 50k-epoch run is not held twice.
+        checkpoints.append((epoch, convert(f"state_dicts[{i}]", checkpoint_sds[i])))
+        checkpoint_sds[i] = None
+    return ForeignRun(
+        format="original",
+        config=config,
+        d_vocab_out=d_vocab,
+        state_dict=convert("model", model),
+        checkpoints=checkpoints,
+        split=_original_split(p, config.frac_train, config.seed),
+        metrics=_metrics(train_losses, test_losses, test_stride=stride),
+    )
+
+
+def _original_shapes(n_heads: int, d_head: int, d_model: int, d_mlp: int, d_vocab: int) -> dict[str, tuple[int, ...]]:
+    """The original code's own layout (REFERENCE §9)."""
+    return {
+        "embed.W_E": (d_model, d_vocab),
+        "pos_embed.W_pos": (3, d_model),
+        "blocks.0.attn.W_Q": (n_heads, d_head, d_model),
+        "blocks.0.attn.W_K": (n_heads, d_head, d_model),
+        "blocks.0.attn.W_V": (n_heads, d_head, d_model),
+        "blocks.0.attn.W_O": (d_model, n_heads * d_head),
+        "blocks.0.mlp.W_in": (d_mlp, d_model),
+        "blocks.0.mlp.b_in": (d_mlp,),
+        "blocks.0.mlp.W_out": (d_model, d_mlp),
+        "blocks.0.mlp.b_out": (d_model,),
+        "unembed.W_U": (d_model, d_vocab),
+    }
+
+
+_ORIGINAL_PARAMETERS = tuple(_original_shapes(1, 1, 1, 1, 1))
+
+
+def _original_to_hooked(sd: dict[str, Tensor], p: int) -> dict[str, Tensor]:
+    """Original layout -> HookedTransformer layout; the biases the original lacks are zeros."""
+    n_heads, d_head, d_model = sd["blocks.0.attn.W_Q"].shape
+    d_vocab = sd["unembed.W_U"].shape[1]
+    out = {
+        # W_E columns past p belong to tokens that never occur (see _read_original); mechgrok's
+        # model embeds exactly the p+1 tokens 0..p.
+        "embed.W_E": sd["embed.W_E"].T[: p + 1],
+        "pos_embed.W_pos": sd["pos_embed.W_pos"],
+        "blocks.0.mlp.W_in": sd["blocks.0.mlp.W_in"].T,
+        "blocks.0.mlp.b_in": sd["blocks.0.mlp.b_in"],
+        "blocks.0.mlp.W_out": sd["blocks.0.mlp.W_out"].T,
+        "blocks.0.mlp.b_out": sd["blocks.0.mlp.b_out"],
+        "unembed.W_U": sd["unembed.W_U"],
+        # The original concatenates head outputs head-major, z_flat = "(head d_head)", before W_O.
+        "blocks.0.attn.W_O": einops.rearrange(
+            sd["blocks.0.attn.W_O"], "d_model (head d_head) -> head d_head d_model", head=n_heads, d_head=d_head
+        ),
+        "blocks.0.attn.b_O": torch.zeros(d_model),
+        "unembed.b_U": torch.zeros(d_vocab),
+    }
+    for x in "QKV":
+        out[f"blocks.0.attn.W_{x}"] = einops.rearrange(sd[f"blocks.0.attn.W_{x}"], "head d_head d_model -> head d_model d_head")
+        out[f"blocks.0.attn.b_{x}"] = torch.zeros(n_heads, d_head)
+    return {name: out[name].contiguous() for name in HOOKED_PARAMETERS}
+
+
+def _original_split(p: int, frac_train: float, seed: int) -> Split:
+    """The original's split: ``random.seed(seed); random.shuffle`` of the lexicographic list of
+    (a, b, p) triples, then the first ``int(frac_train * p²)`` are train.
+
+    A shuffle's permutation depends only on the list's length and the generator, so shuffling
+    the flat indices a*p + b gives the same order; a local ``random.Random(seed)`` is seeded
+    exactly as ``random.seed(seed)`` seeds the global one, which is left alone.
+    """
+    order = list(range(p * p))
+    random.Random(seed).shuffle(order)
+    n_train = int(frac_train * len(order))
+    indices = torch.tensor(order, dtype=torch.long)
+    return Split(train=indices[:n_train], test=indices[n_train:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared checks
+
+
+def _hooked_shapes(cfg: Config, d_vocab_out: int) -> dict[str, tuple[int, ...]]:
+    h, d, dh, m = cfg.n_heads, cfg.d_model, cfg.d_head, cfg.d_mlp
+    return {
+        "embed.W_E": (cfg.d_vocab, d),
+        "pos_embed.W_pos": (cfg.n_ctx, d),
+        "blocks.0.attn.W_Q": (h, d, dh),
+        "blocks.0.attn.W_O": (h, dh, d),
+        "blocks.0.attn.b_Q": (h, dh),
+        "blocks.0.attn.b_O": (d,),
+        "blocks.0.attn.W_K": (h, d, dh),
+        "blocks.0.attn.W_V": (h, d, dh),
+        "blocks.0.attn.b_K": (h, dh),
+        "blocks.0.attn.b_V": (h, dh),
+        "blocks.0.mlp.W_in": (d, m),
+        "blocks.0.mlp.b_in": (m,),
+        "blocks.0.mlp.W_out": (m, d),
+        "blocks.0.mlp.b_out": (d,),
+        "unembed.W_U": (d, d_vocab_out),
+        "unembed.b_U": (d_vocab_out,),
+    }
+
+
+def _check_shapes(path: str, where: str, sd: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]], p: int) -> None:
+    missing = [key for key in expected if key not in sd]
+    unexpected = [key for key in sd if key not in expected]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: {where} does not have the weights of a 1-layer model without LayerNorm: "
+            f"missing {missing}, unexpected {unexpected}"
+        )
+    wrong = [f"{key} is {tuple(sd[key].shape)}, expected {shape}" for key, shape in expected.items() if sd[key].shape != shape]
+    if wrong:
+        raise ValueError(
+            f"{path}: {where} does not match its config (p={p}): {'; '.join(wrong)}; "
+            "is the file from another p or model size?"
+        )
+    not_float = [key for key in expected if not sd[key].is_floating_point()]
+    if not_float:
+        raise ValueError(f"{path}: {where} has non-floating-point weights {not_float}")
+
+
+def _as_state_dict(path: str, where: str, sd: Any) -> dict[str, Tensor]:
+    if not isinstance(sd, Mapping) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in sd.items()):
+        raise ValueError(f"{path}: {where} is not a state_dict (a mapping of names to tensors)")
+    return dict(sd)
+
+
+def _as_int(path: str, where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"{path}: {where}={value!r} is not an integer")
+    return int(value)
+
+
+def _as_indices(path: str, where: str, value: Any) -> Int[Tensor, "n"]:
+    try:
+        indices = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: {where} is not a list of pair indices ({err})") from err
+    if indices.ndim != 1 or indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+        got = f"{indices.dtype} {tuple(indices.shape)}"
+        raise ValueError(f"{path}: {where} must be a 1-D integer tensor of flat indices a*p + b, got {got}")
+    return indices.to(torch.long)
+
+
+def _require_keys(path: str, data: dict, keys: Sequence[str], what: str) -> None:
+    missing = [key for key in keys if key not in data]
+    if missing:
+        raise ValueError(f"{path}: looks like {what}'s file but lacks {missing}; it has {sorted(map(str, data))}")
+
+
+def _losses(path: str, data: dict, key: str) -> list[float] | None:
+    if key not in data or data[key] is None:
+        return None
+    values = data[key]
+    if isinstance(values, Tensor):
+        values = values.flatten().tolist()
+    if not isinstance(values, Sequence):
+        raise ValueError(f"{path}: {key} is a {type(values).__name__}, not a list of losses")
+    out = []
+    for value in values:
+        if isinstance(value, Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise ValueError(f"{path}: {key} holds {value!r}, not a number")
+        out.append(float(value))
+    return out
+
+
+def _checkpoint_lists(path: str, data: dict, epochs_key: str, sds_key: str) -> tuple[list[int], list[Any]]:
+    epochs = data.get(epochs_key)
+    sds = data.get(sds_key)
+    epochs = [] if epochs is None else epochs.tolist() if isinstance(epochs, Tensor) else epochs
+    sds = [] if sds is None else sds
+    if not isinstance(epochs, Sequence) or not isinstance(sds, Sequence):
+        raise ValueError(f"{path}: {epochs_key} and {sds_key} must be lists")
+    if len(epochs) != len(sds):
+        raise ValueError(f"{path}: {len(sds)} {sds_key} but {len(epochs)} {epochs_key}; they must pair up")
+    # The loaded list itself, not a copy, so that a caller may drop each entry once converted.
+    return [_as_int(path, f"{epochs_key}[{i}]", e) for i, e in enumerate(epochs)], sds if isinstance(sds, list) else list(sds)
+
+
+def _checkpoint_every(epochs: Sequence[int]) -> int:
+    gaps = {b - a for a, b in zip(epochs, epochs[1:])}
+    return gaps.pop() if len(gaps) == 1 and min(gaps) > 0 else 100
+
+
+def _frac_train(n_train: int, n_pairs: int) -> float:
+    """The shortest decimal ``frac`` with ``int(frac * n_pairs) == n_train``, as make_split counts.
+
+    The demo's 3830 of 12769 pairs gives back its frac_train=0.3; n_train / n_pairs itself can
+    round down to n_train - 1.
+    """
+    for digits in range(1, 18):
+        frac = round(n_train / n_pairs, digits)
+        if int(frac * n_pairs) == n_train:
+            return frac
+    frac = n_train / n_pairs
+    while int(frac * n_pairs) < n_train:
+        frac = math.nextafter(frac, 1.0)
+    return frac
+
+
+def _make_config(path: str, **fields: Any) -> Config:
+    try:
+        return Config(**fields)
+    except ValueError as err:
+        raise ValueError(f"{path}: its settings do not make a valid mechgrok config: {err}") from err
+
+
+def _metrics(train: list[float] | None, test: list[float] | None, test_stride: int) -> pd.DataFrame | None:
+    if train is None and test is None:
+        return None
+    columns = []
+    if train is not None:
+        columns.append(pd.Series(train, index=range(len(train)), name="train_loss", dtype="float64"))
+    if test is not None:
+        columns.append(pd.Series(test, index=range(0, len(test) * test_stride, test_stride), name="test_loss", dtype="float64"))
+    frame = pd.concat(columns, axis=1).sort_index()
+    for name in ("train_loss", "test_loss"):
+        if name not in frame:
+            frame[name] = float("nan")
+    frame.index.name = "epoch"
+    return frame.reset_index()[["epoch", "train_loss", "test_loss"]]

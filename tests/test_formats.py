@@ -1,0 +1,499 @@
+"""Foreign checkpoint formats, read safely (mechgrok/formats.py, REFERENCE §9).
+
+The files are written here by each format's own recipe: a real TransformerLens model saved the
+way the Grokking demo saves it, and a small independent implementation of the original model's
+forward in its own weight layout.
+"""
+
+import copy
+import math
+import os
+import random
+import sys
+import types
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from mechgrok import Config, Task, build_model
+from mechgrok.formats import FORMATS, HOOKED_PARAMETERS, read_foreign
+from mechgrok.model import HookedTransformer, HookedTransformerConfig
+
+BUFFERS = {"blocks.0.attn.mask", "blocks.0.attn.IGNORE"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The TransformerLens Grokking demo's file
+
+
+def demo_model(p: int, seed: int = 999) -> HookedTransformer:
+    """The demo's model (REFERENCE §9), at any p."""
+    cfg = HookedTransformerConfig(
+        n_layers=1,
+        n_heads=4,
+        d_model=128,
+        d_head=32,
+        d_mlp=512,
+        act_fn="relu",
+        normalization_type=None,
+        d_vocab=p + 1,
+        d_vocab_out=p,
+        n_ctx=3,
+        init_weights=True,
+        device="cpu",
+        seed=seed,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*", category=DeprecationWarning)
+        return HookedTransformer(cfg)
+
+
+def write_demo(path, p: int, n_epochs: int = 300, checkpoint_every: int = 100, **overrides):
+    """Save a dict with exactly the demo's keys, made as the demo makes them."""
+    model = demo_model(p)
+    generator = torch.Generator().manual_seed(598)  # the demo's DATA_SEED
+    indices = torch.randperm(p * p, generator=generator)
+    cutoff = int(p * p * 0.3)
+    checkpoints, checkpoint_epochs = [], []
+    for epoch in range(n_epochs):
+        if (epoch + 1) % checkpoint_every == 0:
+            with torch.no_grad():  # stand-in for training: every checkpoint differs
+                for param in model.parameters():
+                    param.add_(0.01 * torch.randn(param.shape, generator=generator))
+            checkpoint_epochs.append(epoch)
+            checkpoints.append(copy.deepcopy(model.state_dict()))
+    losses = torch.rand(2, n_epochs, generator=generator, dtype=torch.float64)
+    data = {
+        "model": model.state_dict(),
+        "config": model.cfg,
+        "checkpoints": checkpoints,
+        "checkpoint_epochs": checkpoint_epochs,
+        "test_losses": losses[1].tolist(),
+        "train_losses": losses[0].tolist(),
+        "train_indices": indices[:cutoff],
+        "test_indices": indices[cutoff:],
+    }
+    data.update(overrides)
+    torch.save(data, path)
+    return model, data
+
+
+def load_into_mechgrok(run):
+    model = build_model(run.config, d_vocab_out=run.d_vocab_out)
+    result = model.load_state_dict(run.state_dict, strict=False)
+    assert set(result.missing_keys) == BUFFERS and not result.unexpected_keys
+    return model
+
+
+@pytest.mark.parametrize("p", [113, 31])
+def test_demo_file_reads_back(tmp_path, p):
+    path = tmp_path / "grokking_demo.pth"
+    model, data = write_demo(path, p)
+    # The file really holds a pickled TransformerLens config with numpy scalars inside, so the
+    # stand-ins are what is exercised, not a plain dict.
+    referenced = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    assert "transformer_lens.config.hooked_transformer_config.HookedTransformerConfig" in referenced
+    assert any(name.endswith("multiarray.scalar") for name in referenced)
+
+    allowlist = set(torch.serialization.get_safe_globals())
+    run = read_foreign(path)
+    assert set(torch.serialization.get_safe_globals()) == allowlist  # the stand-ins were allowed only while loading
+
+    assert run.format == "transformer_lens_demo" and run.format in FORMATS
+    assert run.d_vocab_out == p
+    cfg = run.config
+    assert (cfg.p, cfg.op, cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp) == (p, "add", 128, 4, 32, 512)
+    assert (cfg.seed, cfg.init, cfg.epochs, cfg.checkpoint_every, cfg.eval_every) == (999, "transformer_lens", 300, 100, 1)
+    assert cfg.frac_train == 0.3  # recovered from the split's size
+    assert int(cfg.frac_train * (p * p)) == len(data["train_indices"])
+    # weights: the 16 parameters, unchanged
+    assert list(run.state_dict) == list(HOOKED_PARAMETERS)
+    for name, param in model.named_parameters():
+        assert torch.equal(run.state_dict[name], param.detach()), name
+    # checkpoints
+    assert [epoch for epoch, _ in run.checkpoints] == [99, 199, 299]
+    for (_, sd), saved in zip(run.checkpoints, data["checkpoints"]):
+        assert set(sd) == set(HOOKED_PARAMETERS)
+        for name in HOOKED_PARAMETERS:
+            assert torch.equal(sd[name], saved[name]), name
+    assert not torch.equal(run.checkpoints[0][1]["embed.W_E"], run.checkpoints[1][1]["embed.W_E"])
+    # split
+    assert torch.equal(run.split.train, data["train_indices"]) and run.split.train.dtype == torch.long
+    assert torch.equal(run.split.test, data["test_indices"])
+    # losses
+    assert list(run.metrics.columns) == ["epoch", "train_loss", "test_loss"]
+    assert run.metrics["epoch"].tolist() == list(range(300))
+    assert run.metrics["train_loss"].tolist() == data["train_losses"]
+    assert run.metrics["test_loss"].tolist() == data["test_losses"]
+    # and mechgrok's own model computes the demo model's function
+    tokens = Task(p).tokens()
+    with torch.no_grad():
+        assert torch.allclose(load_into_mechgrok(run)(tokens), model(tokens), atol=1e-6)
+
+
+def test_demo_parameter_names_are_build_models(tmp_path):
+    """HOOKED_PARAMETERS is exactly the parameter list of mechgrok's model."""
+    model = build_model(Config(p=31), d_vocab_out=31)
+    assert [name for name, _ in model.named_parameters()] == list(HOOKED_PARAMETERS)
+
+
+def test_demo_config_from_older_transformer_lens(tmp_path, monkeypatch):
+    """TransformerLens 1.x-2.x kept the class in transformer_lens.HookedTransformerConfig."""
+    module = types.ModuleType("transformer_lens.HookedTransformerConfig")
+
+    class OldConfig:  # pickles like a dataclass: NEWOBJ, then its __dict__
+        pass
+
+    OldConfig.__module__ = module.__name__
+    OldConfig.__qualname__ = OldConfig.__name__ = "HookedTransformerConfig"
+    module.HookedTransformerConfig = OldConfig
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    old = OldConfig()
+    old.__dict__.update(vars(demo_model(31).cfg))
+    path = tmp_path / "old.pth"
+    model, _ = write_demo(path, 31, config=old)
+    referenced = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    assert "transformer_lens.HookedTransformerConfig.HookedTransformerConfig" in referenced
+
+    run = read_foreign(path)
+    assert run.config.p == 31 and run.config.seed == 999
+    assert torch.equal(run.state_dict["blocks.0.attn.W_Q"], model.W_Q[0].detach())
+
+
+# ---------------------------------------------------------------------------------------------
+# The original paper's full_run_data.pth
+
+
+def original_weights(p_vocab: int, d_model=128, n_heads=4, d_mlp=512, seed=0):
+    """Random weights in the original code's layout (REFERENCE §9), with nonzero MLP biases."""
+    g = torch.Generator().manual_seed(seed)
+    d_head = d_model // n_heads
+
+    def randn(*shape, scale):
+        return torch.randn(shape, generator=g) * scale
+
+    return {
+        "embed.W_E": randn(d_model, p_vocab, scale=d_model**-0.5),
+        "pos_embed.W_pos": randn(3, d_model, scale=d_model**-0.5),
+        "blocks.0.attn.W_K": randn(n_heads, d_head, d_model, scale=d_model**-0.5),
+        "blocks.0.attn.W_Q": randn(n_heads, d_head, d_model, scale=d_model**-0.5),
+        "blocks.0.attn.W_V": randn(n_heads, d_head, d_model, scale=d_model**-0.5),
+        "blocks.0.attn.W_O": randn(d_model, n_heads * d_head, scale=d_model**-0.5),
+        "blocks.0.attn.mask": torch.tril(torch.ones(3, 3)),
+        "blocks.0.mlp.W_in": randn(d_mlp, d_model, scale=d_model**-0.5),
+        "blocks.0.mlp.b_in": randn(d_mlp, scale=0.1),
+        "blocks.0.mlp.W_out": randn(d_model, d_mlp, scale=d_model**-0.5),
+        "blocks.0.mlp.b_out": randn(d_model, scale=0.1),
+        "unembed.W_U": randn(d_model, p_vocab, scale=p_vocab**-0.5),
+    }
+
+
+def original_forward(sd, tokens):
+    """The original model's forward, written from its description in its own layout, in float64."""
+    w = {name: t.double() for name, t in sd.items()}
+    n_heads, d_head, _ = w["blocks.0.attn.W_Q"].shape
+    resid = w["embed.W_E"].T[tokens] + w["pos_embed.W_pos"]  # batch pos d_model
+    q, k, v = (torch.einsum("nhm,bsm->bnsh", w[f"blocks.0.attn.W_{x}"], resid) for x in "QKV")
+    scores = torch.einsum("bnqh,bnkh->bnqk", q, k)
+    mask = w["blocks.0.attn.mask"]
+    scores = torch.tril(scores) - 1e10 * (1 - mask)  # masked before the scaling, as the original does
+    pattern = torch.softmax(scores / math.sqrt(d_head), dim=-1)
+    z = torch.einsum("bnqk,bnkh->bqnh", pattern, v)
+    z_concat = z.reshape(*z.shape[:2], n_heads * d_head)  # heads side by side: index head*d_head + h
+    resid = resid + z_concat @ w["blocks.0.attn.W_O"].T
+    hidden = torch.relu(resid @ w["blocks.0.mlp.W_in"].T + w["blocks.0.mlp.b_in"])
+    resid = resid + hidden @ w["blocks.0.mlp.W_out"].T + w["blocks.0.mlp.b_out"]
+    return resid @ w["unembed.W_U"]  # batch pos d_vocab
+
+
+def original_split(p, frac_train, seed):
+    """The original's gen_train_test, as REFERENCE §9 states it, as flat indices a*p + b."""
+    pairs = [(i, j, p) for i in range(p) for j in range(p)]
+    rng = random.Random()
+    rng.seed(seed)
+    rng.shuffle(pairs)
+    div = int(frac_train * len(pairs))
+    return [a * p + b for a, b, _ in pairs[:div]], [a * p + b for a, b, _ in pairs[div:]]
+
+
+def original_config(p, **changes):
+    cfg = {
+        "lr": 1e-3,
+        "p": p,
+        "d_model": 128,
+        "fn_name": "add",
+        "frac_train": 0.3,
+        "num_epochs": 250,
+        "save_models": True,
+        "save_every": 100,
+        "stopping_thresh": -1,
+        "seed": 3,
+        "weight_decay": 1.0,
+    }
+    cfg.update(changes)
+    return cfg
+
+
+def write_original(path, p, p_vocab, n_epochs=250, **overrides):
+    checkpoints = [original_weights(p_vocab, seed=s) for s in (1, 2, 3)]
+    g = torch.Generator().manual_seed(4)
+    data = {
+        "train_losses": torch.rand(n_epochs, generator=g, dtype=torch.float64).tolist(),
+        "test_losses": torch.rand(len(range(0, n_epochs, 10)), generator=g, dtype=torch.float64).tolist(),
+        "epochs": [0, 100, 200],
+        "state_dicts": checkpoints,
+        "model": original_weights(p_vocab, seed=0),
+        "config": original_config(p),
+    }
+    data.update(overrides)
+    torch.save(data, path)
+    return data
+
+
+@pytest.mark.parametrize(
+    "p, p_vocab",
+    [
+        (113, 114),
+        # The original fixed d_vocab = 114 when its Config class was defined, so a p=31 run still
+        # has 114-wide embed and unembed.
+        (31, 114),
+        (31, 32),
+    ],
+)
+def test_original_file_matches_its_own_forward(tmp_path, p, p_vocab):
+    path = tmp_path / "full_run_data.pth"
+    data = write_original(path, p, p_vocab)
+    global_state = random.getstate()
+
+    run = read_foreign(path)
+
+    assert random.getstate() == global_state
+    assert run.format == "original"
+    assert run.d_vocab_out == p_vocab
+    cfg = run.config
+    assert (cfg.p, cfg.op, cfg.frac_train, cfg.seed) == (p, "add", 0.3, 3)
+    assert (cfg.d_model, cfg.n_heads, cfg.d_mlp, cfg.init) == (128, 4, 512, "paper")
+    assert (cfg.lr, cfg.weight_decay, cfg.epochs, cfg.checkpoint_every, cfg.warmup_steps) == (1e-3, 1.0, 250, 100, 10)
+    assert list(run.state_dict) == list(HOOKED_PARAMETERS)
+    for name in ("attn.b_Q", "attn.b_K", "attn.b_V", "attn.b_O"):
+        assert torch.count_nonzero(run.state_dict[f"blocks.0.{name}"]) == 0
+    assert torch.count_nonzero(run.state_dict["unembed.b_U"]) == 0
+
+    tokens = Task(p).tokens()
+    model = load_into_mechgrok(run)
+    with torch.no_grad():
+        ours = model(tokens)[:, -1]
+    assert ours.shape == (p * p, p_vocab)
+    torch.testing.assert_close(ours.double(), original_forward(data["model"], tokens)[:, -1], atol=1e-5, rtol=0)
+
+    assert [epoch for epoch, _ in run.checkpoints] == [0, 100, 200]
+    some = tokens[torch.randperm(len(tokens), generator=torch.Generator().manual_seed(0))[:300]]
+    for (_, sd), saved in zip(run.checkpoints, data["state_dicts"]):
+        model.load_state_dict(sd, strict=False)
+        with torch.no_grad():
+            torch.testing.assert_close(model(some)[:, -1].double(), original_forward(saved, some)[:, -1], atol=1e-5, rtol=0)
+
+    train, test = original_split(p, 0.3, 3)
+    assert run.split.train.tolist() == train
+    assert run.split.test.tolist() == test
+
+    metrics = run.metrics
+    assert metrics["epoch"].tolist() == list(range(250))
+    assert metrics["train_loss"].tolist() == data["train_losses"]
+    assert metrics["test_loss"][metrics["epoch"] % 10 == 0].tolist() == data["test_losses"]
+    assert metrics["test_loss"][metrics["epoch"] % 10 != 0].isna().all()
+
+
+def test_original_w_o_head_order_matters(tmp_path):
+    """Guards the forward above: swapping the head/d_head order of W_O changes the logits, so
+    the equality in the previous test pins the conversion's order."""
+    sd = original_weights(32, seed=5)
+    tokens = Task(31).tokens()[:50]
+    swapped = dict(sd)
+    n_heads, d_head = 4, 32
+    swapped["blocks.0.attn.W_O"] = sd["blocks.0.attn.W_O"].reshape(128, n_heads, d_head).transpose(1, 2).reshape(128, -1)
+    assert not torch.allclose(original_forward(sd, tokens), original_forward(swapped, tokens), atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusing to run pickled code
+
+
+def _run_command(command):
+    return os.system(command)
+
+
+class Payload:
+    """Unpickling this runs a shell command, when anything lets it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class EvalPayload(Payload):
+    def __reduce__(self):
+        return (eval, (f"open({str(self.marker)!r}, 'w')",))
+
+
+@pytest.mark.parametrize("payload_class, name", [(Payload, "system"), (EvalPayload, "eval")])
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_malicious_pickle_is_refused(tmp_path, payload_class, name, zip_format):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {}, "config": payload_class(marker)}, path, _use_new_zipfile_serialization=zip_format)
+    allowlist = set(torch.serialization.get_safe_globals())
+    with pytest.raises(ValueError, match=rf"disallowed object \([\w.]*{name}\).*refuses to unpickle"):
+        read_foreign(path)
+    assert not marker.exists()
+    assert set(torch.serialization.get_safe_globals()) == allowlist
+
+
+def test_payload_inside_the_demo_config_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    model = demo_model(31)
+    cfg = copy.copy(model.cfg)
+    cfg.tokenizer_name = Payload(marker)
+    path = tmp_path / "evil.pth"
+    write_demo(path, 31, config=cfg)
+    with pytest.raises(ValueError, match=r"disallowed object \(posix\.system\)"):
+        read_foreign(path)
+    assert not marker.exists()
+
+
+def test_numpy_array_in_the_config_is_refused(tmp_path):
+    """Only plain numpy scalars are rebuilt; an array needs numpy's own reconstructor."""
+    cfg = copy.copy(demo_model(31).cfg)
+    cfg.attn_scale = np.array([1.0, 2.0])
+    path = tmp_path / "array.pth"
+    write_demo(path, 31, config=cfg)
+    with pytest.raises(ValueError, match=r"disallowed object \(.*_reconstruct.*\)"):
+        read_foreign(path)
+
+
+def test_allowlisted_name_cannot_be_called_with_arguments(tmp_path, monkeypatch):
+    """A pickle may reuse an allowed name as a function to call; the stand-in refuses, and
+    does nothing either way."""
+    marker = tmp_path / "pwned"
+    module = types.ModuleType("transformer_lens.HookedTransformerConfig")
+
+    class HookedTransformerConfig:
+        def __init__(self, command):
+            _run_command(command)
+
+    HookedTransformerConfig.__module__, HookedTransformerConfig.__qualname__ = module.__name__, "HookedTransformerConfig"
+    module.HookedTransformerConfig = HookedTransformerConfig
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+
+    class Disguised:
+        def __reduce__(self):
+            return (HookedTransformerConfig, (f"touch {marker}",))
+
+    path = tmp_path / "disguised.pth"
+    write_demo(path, 31, config=Disguised())
+    with pytest.raises(ValueError, match="called with arguments"):
+        read_foreign(path)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Broken, foreign and mismatched files
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_truncated_file(tmp_path, zip_format):
+    whole = tmp_path / "whole.pth"
+    torch.save({"model": original_weights(32), "config": original_config(31)}, whole, _use_new_zipfile_serialization=zip_format)
+    blob = whole.read_bytes()
+    half = tmp_path / "half.pth"
+    half.write_bytes(blob[: len(blob) // 2])
+    assert read_foreign(whole).config.p == 31  # the whole file is fine
+    with pytest.raises(ValueError, match=r"half\.pth.*(truncated|corrupt)"):
+        read_foreign(half)
+
+
+def test_not_a_torch_checkpoint(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text('{"p": 113}\n')
+    with pytest.raises(ValueError, match=r"notes\.pth: not a torch checkpoint"):
+        read_foreign(path)
+
+
+def test_checkpoint_that_is_not_a_dict(tmp_path):
+    path = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(ValueError, match="holding a Tensor, not a dict"):
+        read_foreign(path)
+
+
+def test_dict_of_neither_format(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 3}, path)
+    with pytest.raises(ValueError, match=r"neither format.*\['epoch', 'state_dict'\]"):
+        read_foreign(path)
+
+
+def test_demo_file_missing_keys(tmp_path):
+    path = tmp_path / "partial.pth"
+    torch.save({"model": demo_model(31).state_dict(), "config": demo_model(31).cfg}, path)
+    with pytest.raises(ValueError, match=r"Grokking demo's file but lacks \['train_indices', 'test_indices'\]"):
+        read_foreign(path)
+
+
+def test_demo_weights_from_another_p(tmp_path):
+    path = tmp_path / "mixed.pth"
+    write_demo(path, 31, model=demo_model(37).state_dict())
+    expected = r"model does not match its config \(p=31\): embed\.W_E is \(38, 128\), expected \(32, 128\).*another p"
+    with pytest.raises(ValueError, match=expected):
+        read_foreign(path)
+
+
+def test_demo_indices_from_another_p(tmp_path):
+    path = tmp_path / "mixed.pth"
+    indices = torch.randperm(37 * 37)
+    write_demo(path, 31, train_indices=indices[:400], test_indices=indices[400:])
+    with pytest.raises(ValueError, match=r"do not split the p²=961 pairs of p=31.*another p"):
+        read_foreign(path)
+
+
+def test_demo_with_layernorm_is_refused(tmp_path):
+    path = tmp_path / "ln.pth"
+    model = demo_model(31)
+    sd = dict(model.state_dict(), **{"ln_final.w": torch.ones(128)})
+    write_demo(path, 31, model=sd)
+    with pytest.raises(ValueError, match=r"unexpected \['ln_final\.w'\]"):
+        read_foreign(path)
+
+
+def test_original_weights_from_another_p(tmp_path):
+    path = tmp_path / "mixed.pth"
+    write_original(path, 113, 32)
+    with pytest.raises(ValueError, match=r"unembed\.W_U is 32 wide, but config\.p=113 needs at least p\+1=114.*another p"):
+        read_foreign(path)
+
+
+def test_original_checkpoint_with_wrong_shape(tmp_path):
+    bad = original_weights(114)
+    bad["blocks.0.mlp.W_out"] = bad["blocks.0.mlp.W_out"][:, :256]
+    path = tmp_path / "bad.pth"
+    write_original(path, 113, 114, state_dicts=[original_weights(114), bad, original_weights(114)])
+    expected = r"state_dicts\[1\] does not match.*blocks\.0\.mlp\.W_out is \(128, 256\), expected \(128, 512\)"
+    with pytest.raises(ValueError, match=expected):
+        read_foreign(path)
+
+
+def test_original_unknown_function(tmp_path):
+    path = tmp_path / "rand.pth"
+    write_original(path, 31, 114, config=original_config(31, fn_name="rand"))
+    with pytest.raises(ValueError, match=r"fn_name='rand'"):
+        read_foreign(path)
+
+
+def test_original_subtract_maps_to_sub(tmp_path):
+    path = tmp_path / "sub.pth"
+    write_original(path, 31, 114, config=original_config(31, fn_name="subtract"))
+    assert read_foreign(path).config.op == "sub"
