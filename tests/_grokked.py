@@ -1,0 +1,84 @@
+"""A small grokked model for tests: p=31, 70% train data, d_model 64, d_mlp 256.
+
+The loop is independent of mechgrok's trainer (full batch AdamW, lr 1e-3, wd 1, betas
+(0.9, 0.98), float64 cross-entropy at the last position), so readout and ablation tests do not
+depend on it. Gradients come from ``mechgrok.fastpath`` (pinned against autograd in its own
+tests) when it is there, else from autograd. The model is trained once per test process, and
+its weights are cached in the system temp folder so later test processes skip the training
+(delete ``mechgrok-test-cache`` there to retrain).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mechgrok.config import Config
+from mechgrok.model import build_model
+from mechgrok.task import Task, make_split
+
+P = 31
+EPOCHS = 1800
+
+
+CACHE = Path(tempfile.gettempdir()) / "mechgrok-test-cache"
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_state(p: int, epochs: int, d_model: int, d_mlp: int, seed: int) -> tuple[Config, dict, object]:
+    cfg = Config(p=p, frac_train=0.7, seed=seed, d_model=d_model, d_mlp=d_mlp, epochs=epochs)
+    task = Task(p)
+    split = make_split(task.n_pairs, cfg.frac_train, cfg.seed)
+    model = build_model(cfg, split=split)
+    path = CACHE / f"grokked-p{p}-e{epochs}-dm{d_model}-mlp{d_mlp}-s{seed}-torch{torch.__version__}.pt"
+    try:
+        state = torch.load(path, weights_only=True)
+        model.load_state_dict(state)  # fails, and we retrain, if the model's layout changed
+        return cfg, state, split
+    except Exception:  # missing, stale or corrupt cache: retrain
+        pass
+    tokens, labels = task.tokens()[split.train], task.labels()[split.train]
+    params = [q for q in model.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the test machine is shared
+    try:
+        fast = _fast_path(tokens, labels)
+        for _ in range(epochs):
+            opt.zero_grad(set_to_none=True)
+            if fast is not None:
+                fast.loss_and_grad(model)
+            else:
+                logits = model(tokens)[:, -1].double()
+                torch.nn.functional.cross_entropy(logits, labels).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    CACHE.mkdir(exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic, so a parallel test process never reads half a file
+    return cfg, state, split
+
+
+def _fast_path(tokens, labels):
+    try:
+        from mechgrok.fastpath import FastPath
+
+        return FastPath(tokens, labels)
+    except (ImportError, AttributeError, TypeError):
+        return None
+
+
+def grokked_model(p: int = P, epochs: int = EPOCHS, d_model: int = 64, d_mlp: int = 256, seed: int = 0):
+    """A fresh HookedTransformer (with ``.mechgrok`` RunInfo) holding the shared trained weights."""
+    cfg, state, split = _trained_state(p, epochs, d_model, d_mlp, seed)
+    model = build_model(cfg, split=split)
+    model.load_state_dict(state)
+    model.eval()
+    return model
