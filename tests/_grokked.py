@@ -22,7 +22,7 @@ from mechgrok.model import build_model
 from mechgrok.task import Task, make_split
 
 P = 31
-EPOCHS = 1800
+EPOCHS = 3000
 
 
 CACHE = Path(tempfile.gettempdir()) / "mechgrok-test-cache"
