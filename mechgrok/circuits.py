@@ -455,10 +455,8 @@ def attention_readout(attention: Float[Tensor, "batch head key_pos"]) -> Attenti
     p = math.isqrt(attention.shape[0])
     grid = fourier.to_grid(attention.double(), p)  # [a, b, head, key_pos]
     to_a, to_b, to_self = (grid[..., i].permute(2, 0, 1) for i in range(3))
-    coeffs = fourier.fourier_2d(grid[..., 0])  # [component_a, component_b, head]
-    centred_energy = (coeffs**2).sum((0, 1)) - coeffs[0, 0] ** 2
-    fractions = _frequency_term_energy(coeffs) / centred_energy.clamp_min(torch.finfo(torch.float64).tiny)[:, None]
-    fve, k_idx = fractions.max(dim=1)
+    # the same 8-term fraction of variance as for neurons, with attention heads as channels
+    fve, k_idx = neuron_frequency_fractions(attention[:, :, 0]).max(dim=1)
     table = pd.DataFrame(
         {
             "head": list(range(grid.shape[2])),
