@@ -44,6 +44,7 @@ __all__ = [
     "neuron_frequency_fractions",
     "neuron_clusters",
     "cluster_sizes",
+    "clustered_neurons",
     "OTHER_CLUSTER",
     "KEY_FREQUENCY_RULES",
     "DEFAULT_KEY_FREQUENCY_RULE",
@@ -302,6 +303,13 @@ def cluster_sizes(clusters: pd.DataFrame) -> pd.Series:
     sizes = pd.Series([int(counts[k]) for k in freqs] + [int(counts.get(OTHER_CLUSTER, 0))], index=freqs + [OTHER_CLUSTER])
     sizes.index.name, sizes.name = "cluster", "neurons"
     return sizes
+
+
+def clustered_neurons(clusters: pd.DataFrame) -> dict[int, int]:
+    """{neuron: frequency} for the neurons in a frequency cluster (not "other"), as the §4.4
+    ``ablations.cluster_approximation_hook`` takes them."""
+    rows = clusters[clusters["cluster"] != OTHER_CLUSTER]
+    return {int(n): int(k) for n, k in zip(rows["neuron"], rows["frequency"])}
 
 
 # ----------------------------------------------------------------------------- key frequencies

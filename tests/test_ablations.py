@@ -322,10 +322,9 @@ def test_neuron_projection_hook_span_plus_null_is_identity():
 
 
 def test_section_4_4_table(model, acts, key):
-    clusters = circuits.neuron_clusters(acts.neurons)
-    clustered = clusters[clusters.cluster != circuits.OTHER_CLUSTER]
+    clustered = circuits.clustered_neurons(circuits.neuron_clusters(acts.neurons))
     fit = circuits.neuron_logit_fit(acts.W_L, key)
-    table = ablations.section_4_4_table(model, key, dict(zip(clustered.neuron, clustered.frequency)), fit.directions)
+    table = ablations.section_4_4_table(model, key, clustered, fit.directions)
     assert list(table.intervention) == list(ablations.PAPER_SECTION_4_4)
     loss = table.set_index("intervention").loss
     names = list(ablations.PAPER_SECTION_4_4)

@@ -163,6 +163,9 @@ def test_clusters_match_reference_on_trained_model(acts):
     sizes = circuits.cluster_sizes(table)
     assert sizes.sum() == acts.neurons.shape[1] and sizes.index[-1] == circuits.OTHER_CLUSTER
     assert sizes[circuits.OTHER_CLUSTER] == (table.cluster == "other").sum()
+    mapping = circuits.clustered_neurons(table)
+    assert len(mapping) == sizes.drop(circuits.OTHER_CLUSTER).sum()
+    assert all(table.cluster[n] == k for n, k in mapping.items())
     with pytest.raises(ValueError, match="threshold=1.5"):
         circuits.neuron_clusters(acts.neurons, threshold=1.5)
 
