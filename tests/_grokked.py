@@ -82,3 +82,32 @@ def grokked_model(p: int = P, epochs: int = EPOCHS, d_model: int = 64, d_mlp: in
     model.load_state_dict(state)
     model.eval()
     return model
+
+
+def write_run_folder(model, run_dir: Path, epoch: int = 0) -> Path:
+    """Save ``model`` as a one-checkpoint mechgrok run folder (for tests of run-folder tools)."""
+    from mechgrok import runs
+
+    info = model.mechgrok
+    runs.write_config(run_dir, info.config)
+    runs.write_split(run_dir, info.split)
+    runs.save_checkpoint(runs.checkpoint_path(run_dir, epoch), model, info.config, info.split, epoch)
+    return run_dir
+
+
+# The p=113 run the slow tests analyse: train it with `mechgrok train --out runs/p113`.
+P113_RUN = Path(os.environ.get("MECHGROK_P113_RUN", Path(__file__).resolve().parents[1] / "runs" / "p113"))
+
+
+@functools.lru_cache(maxsize=None)
+def p113_run():
+    """(model, GridActivations) of the newest checkpoint of the p=113 run, or skip the test."""
+    import pytest
+
+    from mechgrok import circuits
+    from mechgrok.runs import load_run
+
+    if not (P113_RUN / "config.json").exists():
+        pytest.skip(f"no p=113 run at {P113_RUN}; train one with `mechgrok train --out {P113_RUN}`")
+    run = load_run(P113_RUN)
+    return run.model, circuits.gather_activations(run.model)

@@ -5,14 +5,13 @@ share no code with mechgrok.fourier.
 """
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from _grokked import P, grokked_model
+from _grokked import EPOCHS, P, grokked_model, p113_run, write_run_folder
 from mechgrok import ablations, circuits, fourier, hooks
 from mechgrok.config import Config
 from mechgrok.model import build_model
@@ -335,18 +334,30 @@ def test_section_4_4_table(model, acts, key):
     assert no_hooks_left(model)
 
 
+# ----------------------------------------------------------------------------- the experiment
+def test_ablation_table_experiment_writes_tables(model, tmp_path):
+    from experiments import ablation_table
+
+    run_dir = write_run_folder(model, tmp_path / "run", epoch=EPOCHS)
+    assert ablation_table.main(["--run", str(run_dir)]) == 0
+    out = run_dir / "analysis"
+    section = pd.read_csv(out / "section_4_4.csv")
+    assert list(section.intervention) == list(ablations.PAPER_SECTION_4_4)
+    assert section.paper_loss.iloc[0] == 2.41e-7
+    assert section.loss.iloc[0] == pytest.approx(ablations.evaluate(model).loss_all, rel=1e-6)
+    freqs = pd.read_csv(out / "frequencies.csv")
+    assert len(freqs) == (P - 1) // 2 + 1 and freqs.frequency.iloc[-1] == "all but key"
+    for name in ("table_1", "clusters", "cluster_sizes", "key_frequencies", "headline"):
+        assert len(pd.read_csv(out / f"{name}.csv")) > 0
+    page = (out / "ablation_table.md").read_text()
+    assert "## §4.4 ablations" in page and "| original |" in page
+    assert ablation_table.main(["--run", str(tmp_path / "missing")]) == 2
+
+
 # ----------------------------------------------------------------------------- p=113, slow
-P113_RUN = Path(os.environ.get("MECHGROK_P113_RUN", "runs/p113"))
-
-
 @pytest.fixture(scope="module")
 def p113():
-    if not (P113_RUN / "config.json").exists():
-        pytest.skip(f"no p=113 run at {P113_RUN}; train one with `mechgrok train --out {P113_RUN}`")
-    from mechgrok.runs import load_run
-
-    run = load_run(P113_RUN)
-    return run.model, circuits.gather_activations(run.model)
+    return p113_run()
 
 
 @pytest.mark.slow

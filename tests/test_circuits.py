@@ -251,3 +251,53 @@ def test_attention_readout_on_model(acts):
     assert len(table) == 4
     assert ((table.mean_to_a + table.mean_to_b + table.mean_to_self) - 1).abs().max() < 1e-6
     assert set(table.frequency) <= set(range(1, (P - 1) // 2 + 1))
+
+
+# ----------------------------------------------------------------------------- p=113, slow
+@pytest.mark.slow
+def test_p113_readouts_match_paper_and_references():
+    from _grokked import p113_run
+
+    model, acts = p113_run()
+    p = acts.p
+    key = circuits.key_frequencies(acts)
+    assert 3 <= len(key) <= 7
+    # W_E is sparse: the key frequencies carry most of its (non-constant) norm
+    emb = circuits.embedding_fourier_norms(acts.W_E, p).frequency_table().set_index("frequency")
+    assert emb.fraction[key].sum() > 0.8
+    assert emb.fraction.sort_values(ascending=False).iloc[:8].sum() > 0.9
+    # most neurons are explained by one frequency, and only key frequencies form clusters
+    clusters = circuits.neuron_clusters(acts.neurons)
+    sizes = circuits.cluster_sizes(clusters)
+    assert sizes[circuits.OTHER_CLUSTER] / len(clusters) < 0.3
+    assert set(sizes.drop(circuits.OTHER_CLUSTER).index) <= set(key)
+    # W_L is close to rank 2K, and the logits to Σ α_k cos(w_k(a+b-c))
+    fit = circuits.neuron_logit_fit(acts.W_L, key)
+    assert fit.residual_fraction < 0.1
+    logit_fit = circuits.logit_cos_fit(acts.logits, acts.labels, key)
+    assert logit_fit.fve > 0.85
+    assert (circuits.mlp_direction_fits(acts.neurons, fit).fve > 0.85).all()
+    # against the independent re-implementations, to 1e-6
+    c = torch.arange(p).double()
+    waves = [fn(2 * math.pi * k * c / p) for k in key for fn in (torch.cos, torch.sin)]
+    coef = torch.linalg.lstsq(torch.stack(waves, 1), acts.W_L.double().T).solution
+    assert torch.allclose(fit.u, coef[0::2], rtol=1e-6, atol=1e-8) and torch.allclose(fit.v, coef[1::2], rtol=1e-6, atol=1e-8)
+    neurons = acts.neurons.double().numpy()
+    a = np.repeat(np.arange(p), p)
+    b = np.tile(np.arange(p), p)
+    x = neurons - neurons.mean(axis=0)
+    for k in key:
+        fa = [np.ones(p * p), np.cos(2 * np.pi * k * a / p), np.sin(2 * np.pi * k * a / p)]
+        fb = [np.ones(p * p), np.cos(2 * np.pi * k * b / p), np.sin(2 * np.pi * k * b / p)]
+        X = np.stack([f * g for i, f in enumerate(fa) for j, g in enumerate(fb) if i or j], axis=1)
+        sol, *_ = np.linalg.lstsq(X, x, rcond=None)
+        total = (x**2).sum(axis=0)
+        ref = np.where(total > 0, ((X @ sol) ** 2).sum(axis=0) / np.where(total > 0, total, 1), 0)
+        ours = circuits.neuron_frequency_fractions(acts.neurons)[:, k - 1].numpy()
+        assert np.allclose(ours, ref, atol=1e-6)
+    L = acts.logits.double().numpy().reshape(p, p, p)
+    L = L - L.mean(axis=2, keepdims=True)
+    ga, gb, gc = np.meshgrid(np.arange(p), np.arange(p), np.arange(p), indexing="ij")
+    for i, k in enumerate(key):
+        w = np.cos(2 * np.pi * k * (ga + gb - gc) / p)
+        assert logit_fit.alpha[i].item() == pytest.approx((L * w).sum() / (w * w).sum(), rel=1e-6)
