@@ -253,6 +253,24 @@ def test_attention_readout_on_model(acts):
     assert set(table.frequency) <= set(range(1, (P - 1) // 2 + 1))
 
 
+# ----------------------------------------------------------------------------- annotations
+def test_annotations_hold_at_runtime(acts, key):
+    from beartype import beartype
+    from jaxtyping import TypeCheckError, jaxtyped
+
+    def checked(fn):
+        return jaxtyped(typechecker=beartype)(fn)
+
+    checked(circuits.neuron_frequency_fractions)(acts.neurons)
+    checked(circuits.logit_fourier_norms)(acts.logits)
+    checked(circuits.embedding_fourier_norms)(acts.W_E, P)
+    checked(circuits.attention_readout)(acts.attention)
+    checked(ablations.restricted_logits)(acts.logits, key)
+    checked(circuits.neuron_logit_map)(torch.randn(8, 4), torch.randn(4, P), P)
+    with pytest.raises(TypeCheckError):  # W_out's d_model must match W_U's
+        checked(circuits.neuron_logit_map)(torch.randn(8, 4), torch.randn(5, P), P)
+
+
 # ----------------------------------------------------------------------------- p=113, slow
 @pytest.mark.slow
 def test_p113_readouts_match_paper_and_references():
