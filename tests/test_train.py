@@ -1,0 +1,136 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from mechgrok import runs
+from mechgrok.config import Config
+from mechgrok.fastpath import FastPath
+from mechgrok.task import Task
+from mechgrok.train import lr_at, train
+
+SMALL = Config(p=13, frac_train=0.5, epochs=240, eval_every=10, checkpoint_every=50, seed=1)
+
+
+def same_metrics(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    cols = [c for c in a.columns if c != "elapsed_s"]
+    return a[cols].equals(b[cols])
+
+
+def same_files(dir_a, dir_b) -> bool:
+    epochs = runs.checkpoint_epochs(dir_a)
+    assert epochs == runs.checkpoint_epochs(dir_b)
+    for epoch in epochs:
+        a = runs.read_checkpoint_file(runs.checkpoint_path(dir_a, epoch)).model_state
+        b = runs.read_checkpoint_file(runs.checkpoint_path(dir_b, epoch)).model_state
+        if any(not torch.equal(a[k], b[k]) for k in a):
+            return False
+    return True
+
+
+def test_run_folder_contents(tmp_path):
+    result = train(SMALL, tmp_path / "run")
+    folder = tmp_path / "run"
+    assert runs.read_config(folder) == SMALL
+    assert runs.checkpoint_epochs(folder) == [0, 50, 100, 150, 200, 240]
+    metrics = runs.read_metrics(folder)
+    assert list(metrics.columns) == runs.METRIC_COLUMNS
+    assert metrics.epoch.tolist() == list(range(0, 240, 10)) + [240]
+    assert result.epoch == 240 and not result.interrupted
+    split = runs.read_split(folder)
+    assert torch.equal(split.train, result.split.train)
+
+
+def test_reported_losses_come_from_the_hooked_transformer_forward(tmp_path):
+    result = train(SMALL, tmp_path / "run")
+    loaded = runs.load_run(tmp_path / "run")
+    tokens, labels = loaded.task.tokens(), loaded.task.labels()
+    logits = loaded.model(tokens[loaded.split.test])[:, -1]
+    test_loss = torch.nn.functional.cross_entropy(logits.double(), labels[loaded.split.test]).item()
+    last = result.metrics.iloc[-1]
+    assert abs(test_loss - last.test_loss) < 1e-5 * max(1, test_loss)
+    acc = (logits.argmax(-1) == labels[loaded.split.test]).float().mean().item()
+    assert acc == pytest.approx(last.test_acc)
+
+
+def test_warmup_schedule():
+    cfg = Config(lr=1e-3, warmup_steps=10)
+    assert lr_at(cfg, 0) == 0 and lr_at(cfg, 5) == pytest.approx(5e-4) and lr_at(cfg, 10) == lr_at(cfg, 500) == 1e-3
+    assert lr_at(cfg.replace(warmup_steps=0), 0) == 1e-3
+
+
+def test_interrupt_and_resume_is_bit_identical(tmp_path):
+    straight = train(SMALL, tmp_path / "straight")
+
+    def interrupt_at_epoch_120(row):
+        if row["epoch"] == 120:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first = train(SMALL, tmp_path / "resumed", on_eval=interrupt_at_epoch_120)
+    assert first.interrupted and first.epoch == 121
+    assert runs.read_checkpoint_file(tmp_path / "resumed" / runs.RESUME_FILE).epoch == 121
+    second = train(SMALL, tmp_path / "resumed")
+    assert second.resumed_from == 121 and not second.interrupted
+    for (name, a), b in zip(straight.model.named_parameters(), second.model.parameters()):
+        assert torch.equal(a, b), name
+    assert same_metrics(straight.metrics, second.metrics)
+    assert same_metrics(runs.read_metrics(tmp_path / "straight"), runs.read_metrics(tmp_path / "resumed"))
+    assert same_files(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_sigkill_and_resume_is_bit_identical(tmp_path):
+    cfg = SMALL.replace(epochs=1500, checkpoint_every=100)
+    args = [sys.executable, "-m", "mechgrok.cli", "train", "--no-progress", "--p", "13", "--frac-train", "0.5",
+            "--seed", "1", "--epochs", "1500", "--checkpoint-every", "100"]
+    killed = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    resume = tmp_path / "killed" / runs.RESUME_FILE
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until a mid-run resume checkpoint exists
+        if resume.exists() and 0 < runs.read_checkpoint_file(resume).epoch < 1500:
+            break
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    epoch_at_kill = runs.read_checkpoint_file(resume).epoch
+    assert 0 < epoch_at_kill < 1500
+
+    done = subprocess.run(args + ["--out", str(tmp_path / "killed")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resumed" in done.stdout
+    straight = train(cfg, tmp_path / "straight")
+    assert same_metrics(straight.metrics, runs.read_metrics(tmp_path / "killed"))
+    assert same_files(tmp_path / "straight", tmp_path / "killed")
+
+
+def test_extending_epochs_continues_the_run(tmp_path):
+    train(SMALL.replace(epochs=100), tmp_path / "run")
+    longer = train(SMALL, tmp_path / "run")
+    straight = train(SMALL, tmp_path / "straight")
+    assert longer.resumed_from == 100
+    assert same_metrics(longer.metrics, straight.metrics)
+
+
+def test_refuses_other_config_and_foreign_folder(tmp_path):
+    train(SMALL.replace(epochs=20), tmp_path / "run")
+    before = sorted(p.name for p in (tmp_path / "run").rglob("*"))
+    with pytest.raises(ValueError, match="seed: saved 1, asked 2"):
+        train(SMALL.replace(seed=2), tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a mechgrok run folder"):
+        train(SMALL, tmp_path / "other")
+    assert (tmp_path / "other" / "notes.txt").read_text() == "keep me"
+
+
+def test_fastpath_loss_matches_training_metric(tmp_path):
+    result = train(SMALL.replace(epochs=30), tmp_path / "run")
+    task = Task(13)
+    loss, _ = FastPath(task.tokens()[result.split.train], task.labels()[result.split.train]).loss(result.model)
+    assert loss.item() == result.metrics.iloc[-1].train_loss
