@@ -497,3 +497,42 @@ def test_original_subtract_maps_to_sub(tmp_path):
     path = tmp_path / "sub.pth"
     write_original(path, 31, 114, config=original_config(31, fn_name="subtract"))
     assert read_foreign(path).config.op == "sub"
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the public entry points: load_checkpoint, ablate_frequencies, `mechgrok info`
+
+
+def test_load_checkpoint_reads_the_demo_file(tmp_path):
+    path = tmp_path / "grokking_demo.pth"
+    demo, _ = write_demo(path, 31)
+    from mechgrok import ablate_frequencies, load_checkpoint
+
+    run = load_checkpoint(path, p=31)
+    assert run.source_format == "transformer_lens_demo"
+    tokens = Task(31).tokens()
+    with torch.no_grad():
+        assert torch.equal(run.model(tokens), demo(tokens))
+    assert run.model.mechgrok.split is run.split
+    # a loaded foreign model works with the analyses as it is
+    result = ablate_frequencies(run.model, [1, 2], site="logits", mode="remove")
+    assert math.isfinite(result.loss_all)
+    with pytest.raises(ValueError, match="p=31, not p=113"):
+        load_checkpoint(path, p=113)
+
+
+def test_load_checkpoint_reads_the_original_file(tmp_path, capsys):
+    path = tmp_path / "full_run_data.pth"
+    data = write_original(path, 31, 114)
+    from mechgrok import load_checkpoint
+    from mechgrok.cli import main
+
+    run = load_checkpoint(path)
+    assert run.source_format == "original" and run.model.cfg.d_vocab_out == 114
+    tokens = Task(31).tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(run.model(tokens)[:, -1].double(), original_forward(data["model"], tokens)[:, -1],
+                                   atol=1e-5, rtol=0)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "[original]" in out and "mod 31" in out and "d_vocab_out 114" in out
