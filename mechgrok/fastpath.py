@@ -152,8 +152,10 @@ class FastPath:
         w = _weights(model)
         with torch.no_grad():
             f = self._forward(w)
-            loss, correct = _loss_and_correct(f.logits, self.labels, self.p)
-            grads = self._backward(w, f)
+            logp = torch.log_softmax(f.logits.double(), dim=-1)
+            loss = -logp.gather(1, self.labels[:, None]).mean()
+            correct = (f.logits[:, : self.p].argmax(-1) == self.labels).sum()
+            grads = self._backward(w, f, logp)
         params = dict(model.named_parameters())
         for name, grad in grads.items():
             param = params[name]
@@ -161,14 +163,13 @@ class FastPath:
                 param.grad = grad
         return loss, correct
 
-    def _backward(self, w: dict[str, Tensor], f: _Forward) -> dict[str, Tensor]:
+    def _backward(self, w: dict[str, Tensor], f: _Forward, logp: Tensor) -> dict[str, Tensor]:
         p, n = self.p, self.n
         n_heads, d_model, d_head = w["blocks.0.attn.W_Q"].shape
         g: dict[str, Tensor] = {}
 
         # float64 softmax cross-entropy; the gradient goes back to float32 like autograd's cast
-        logits64 = f.logits.double()
-        probs = torch.softmax(logits64, dim=-1)
+        probs = logp.exp()
         probs[torch.arange(n), self.labels] -= 1
         d_logits = (probs / n).float()
 
@@ -177,7 +178,7 @@ class FastPath:
         d_resid_post = d_logits @ w["unembed.W_U"].T
         g["blocks.0.mlp.b_out"] = d_resid_post.sum(0)
         g["blocks.0.mlp.W_out"] = f.post.T @ d_resid_post
-        d_pre = (d_resid_post @ w["blocks.0.mlp.W_out"].T) * (f.pre > 0)
+        d_pre = torch.ops.aten.threshold_backward(d_resid_post @ w["blocks.0.mlp.W_out"].T, f.post, 0)
         g["blocks.0.mlp.W_in"] = f.resid_mid.T @ d_pre
         g["blocks.0.mlp.b_in"] = d_pre.sum(0)
         d_resid_mid = torch.addmm(d_resid_post, d_pre, w["blocks.0.mlp.W_in"].T)
