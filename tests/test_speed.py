@@ -1,0 +1,21 @@
+import torch
+
+from mechgrok import speed
+
+
+def test_fast_matmul_is_kept_only_if_float32_accurate():
+    before = torch.get_float32_matmul_precision()
+    try:
+        enabled = speed.enable_fast_float32_matmul()
+        assert torch.get_float32_matmul_precision() == ("medium" if enabled else before)
+        assert speed.probe_matmul_error() < 1e-5  # either way, GEMMs stay float32-accurate
+        # a tolerance no GEMM can meet makes it put the old setting back
+        torch.set_float32_matmul_precision(before)
+        assert not speed.enable_fast_float32_matmul(tolerance=0.0)
+        assert torch.get_float32_matmul_precision() == before
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_tune_malloc_reports_a_bool():
+    assert isinstance(speed.tune_malloc(), bool)
