@@ -22,7 +22,8 @@ checkpoint cannot move a boundary):
 Boundaries (2) and (3) are ``None`` when the run has not grokked: when test loss falls by
 less than ``min_drop_decades`` (1 decade) from its peak. Every boundary is a saved epoch, so
 it is only as fine as the checkpoints (every 100 epochs by default), and (3) is measured
-against the last checkpoint, so a run stopped mid-cleanup gets an early cleanup end.
+against the last checkpoint, so a run stopped mid-cleanup gets too early a cleanup end; a note
+says so when either curve still moves by more than ``settle_fraction`` over the last tenth.
 """
 
 from __future__ import annotations
@@ -151,8 +152,13 @@ def detect_phases(measures: pd.DataFrame, rules: PhaseRules | None = None) -> Ph
     stays = np.flip(np.logical_and.accumulate(np.flip(settled)))
     candidates = np.nonzero(stays[i_circ:])[0]
     i_clean = i_circ + int(candidates[0]) if len(candidates) else len(df) - 1
-    if i_clean == len(df) - 1:
-        notes.append("test loss or weight norm still moving at the last checkpoint: cleanup end is the last checkpoint")
+    # Closeness to the final value cannot tell "settled" from "still falling at the end": look at
+    # the last tenth of the run too.
+    i_tail = int(np.searchsorted(epochs, epochs[0] + 0.9 * (epochs[-1] - epochs[0])))
+    if i_tail < len(df) - 1 and (
+        abs(weights[i_tail] - w_final) > rules.settle_fraction * w_range or abs(test[i_tail] - final) > rules.settle_fraction * drop
+    ):
+        notes.append("test loss or weight norm still moving over the last tenth of the run: train longer for a reliable cleanup end")
     cleanup_end = int(epochs[i_clean])
     return Phases(memorization_end, circuit_formation_end, cleanup_end, rules, tuple(notes))
 
