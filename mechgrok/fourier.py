@@ -190,7 +190,9 @@ def fourier_2d(x: Float[Tensor, "a b *channel"]) -> Float[Tensor, "component_a c
     if x.shape[0] != x.shape[1]:
         raise ValueError(f"a grid activation has shape [p, p, ...], got {tuple(x.shape)}; use to_grid first")
     F = _basis_like(x.shape[0], x)
-    return torch.einsum("ia,jb,ab...->ij...", F, F, x.double()).to(x.dtype)
+    # two one-sided products: a three-operand einsum (without opt_einsum) builds F⊗F, p⁴ entries
+    rows = torch.einsum("ia,ab...->ib...", F, x.double())
+    return torch.einsum("jb,ib...->ij...", F, rows).to(x.dtype)
 
 
 def inverse_fourier_2d(x: Float[Tensor, "component_a component_b *channel"]) -> Float[Tensor, "a b *channel"]:
@@ -198,7 +200,8 @@ def inverse_fourier_2d(x: Float[Tensor, "component_a component_b *channel"]) -> 
     if x.shape[0] != x.shape[1]:
         raise ValueError(f"2D Fourier coefficients have shape [p, p, ...], got {tuple(x.shape)}")
     F = _basis_like(x.shape[0], x)
-    return torch.einsum("ia,jb,ij...->ab...", F, F, x.double()).to(x.dtype)
+    rows = torch.einsum("ia,ij...->aj...", F, x.double())
+    return torch.einsum("jb,aj...->ab...", F, rows).to(x.dtype)
 
 
 def component_norms(coefficients: Float[Tensor, "component *channel"]) -> Float[Tensor, "component"]:
