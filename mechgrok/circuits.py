@@ -174,6 +174,13 @@ class NeuronLogitFit:
     residual_fraction: float
 
     @property
+    def residual_energy_fraction(self) -> float:
+        """‖W_L − fit‖² / ‖W_L‖², the residual as a fraction of the squared norm.
+
+        The paper's "residual under 0.55% of its norm" does not say which; we report both."""
+        return self.residual_fraction**2
+
+    @property
     def directions(self) -> Float[Tensor, "direction neuron"]:
         """The 2K neuron-space directions u_1, v_1, u_2, v_2, ... ."""
         return torch.stack([d for pair in zip(self.u, self.v) for d in pair]) if self.frequencies else self.u

@@ -97,6 +97,7 @@ def test_neuron_logit_fit_recovers_u_v_and_matches_lstsq():
     assert torch.allclose(fit.u, coef[0::2], atol=1e-10) and torch.allclose(fit.v, coef[1::2], atol=1e-10)
     resid = (clean + noise - (X @ coef).T).norm() / (clean + noise).norm()
     assert fit.residual_fraction == pytest.approx(resid.item(), rel=1e-9)
+    assert fit.residual_energy_fraction == pytest.approx(resid.item() ** 2, rel=1e-9)
     assert torch.allclose(fit.u, u, atol=0.02)
     assert fit.directions.shape == (4, 12) and torch.equal(fit.directions[1], fit.v[0])
     assert circuits.neuron_logit_fit(clean, ks).residual_fraction < 1e-12
