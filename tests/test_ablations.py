@@ -277,6 +277,17 @@ def test_model_without_task_raises():
         ablations.ablate_frequencies(bare, [1])
 
 
+def test_ablate_frequencies_on_a_loaded_checkpoint(model, tmp_path):
+    from mechgrok.runs import load_checkpoint
+
+    run_dir = write_run_folder(model, tmp_path / "run", epoch=EPOCHS)
+    loaded = load_checkpoint(run_dir).model
+    for site in ablations.SITES:
+        ours = ablations.ablate_frequencies(loaded, [1, 3], site=site, mode="keep")
+        assert ours == ablations.ablate_frequencies(model, [1, 3], site=site, mode="keep")
+    assert no_hooks_left(loaded)
+
+
 def test_wide_unembed_drops_the_equals_logit(model):
     """Old checkpoints have a p+1 wide unembed; its last logit must not enter the loss."""
     info = model.mechgrok
