@@ -125,8 +125,14 @@ def sum_squared_weights(state: dict[str, Tensor]) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- logit measures
 def _row_losses(logits64: Float[Tensor, "batch c"], labels: Int[Tensor, "batch"]) -> Float[Tensor, "batch"]:
-    """Per-input float64 cross-entropy (mean it for the loss)."""
-    return -torch.log_softmax(logits64, dim=-1).gather(-1, labels[:, None])[:, 0]
+    """Per-input float64 cross-entropy (mean it for the loss): log Σ_j exp(x_j - m) + (m - x_label).
+
+    The same numbers as ``-log_softmax(x)[label]`` (to ~1e-14), about twice as fast on CPU. When
+    the label holds the max, m - x_label is exactly 0, so a loss of 1e-7 keeps full precision.
+    """
+    m = logits64.amax(-1, keepdim=True)
+    sum_exp = (logits64 - m).exp_().sum(-1)
+    return sum_exp.log_() + (m[:, 0] - logits64.gather(-1, labels[:, None])[:, 0])
 
 
 class LogitMeasurer:
