@@ -28,7 +28,7 @@ unembed, as in old checkpoints, has its ``=`` logit dropped).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -143,7 +143,7 @@ def _grid_task(model: torch.nn.Module):
     return info
 
 
-def evaluate(model: torch.nn.Module, fwd_hooks: list[tuple[str, HookFn]] = ()) -> AblationResult:
+def evaluate(model: torch.nn.Module, fwd_hooks: Sequence[tuple[str, HookFn]] = ()) -> AblationResult:
     """Run the model on all p² inputs (grid order) with ``fwd_hooks`` applied, and score it.
 
     The hooks live only inside ``with model.hooks(...)``, so none remain afterwards, even on error.
@@ -294,7 +294,8 @@ def ablate_frequencies(
     """Loss and accuracy of ``model`` on train, test and all inputs with frequencies ``ks`` ablated.
 
     ``site`` is "embeddings", "neurons" or "logits"; ``mode`` "remove" or "keep" (keep only
-    ``ks``, plus the mean); ``terms`` "sum" or "all" at the 2D sites (module docstring). The
+    ``ks``, plus the mean); ``terms`` "sum" or "all" at the 2D sites (module docstring; the 1D
+    embedding site has just cos k and sin k per frequency, so ``terms`` does not apply). The
     model must carry its task and split (``build_model(cfg, split=...)``, ``load_run``). No hook
     remains registered afterwards.
 
