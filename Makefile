@@ -1,12 +1,13 @@
 # Two commands set everything up on a fresh machine:
 #   make test     create .venv if missing, install, run the test suite
 #   make train    create .venv if missing, install, train the paper's mainline run
+#   make reproduce  train (or reuse) the mainline, then measures, figures, runs/mainline/report.html
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow train bench clean
+.PHONY: install test test-slow train reproduce bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,9 @@ test-slow: $(STAMP)
 
 train: $(STAMP)
 	$(BIN)/mechgrok train --out runs/mainline
+
+reproduce: $(STAMP)
+	$(BIN)/mechgrok reproduce
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py

@@ -1,4 +1,4 @@
-"""The ``mechgrok`` command line: ``train`` and ``info`` (the only module that prints)."""
+"""The ``mechgrok`` command line: ``train``, ``info`` and ``reproduce`` (the only module that prints)."""
 
 from __future__ import annotations
 
@@ -92,6 +92,24 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from mechgrok.reproduce import PAPER_EPOCHS, reproduce
+
+    epochs = PAPER_EPOCHS if args.paper else args.epochs
+    result = reproduce(args.out, epochs=epochs, seeds=args.seeds, progress_bar=not args.no_progress,
+                       on_step=lambda message: print(f"[reproduce] {message}", flush=True))
+    s = result.summary
+    print(f"key frequencies: {', '.join(map(str, s['key_frequencies']))} (paper: 14, 35, 41, 42, 52)")
+    for row in s["phases_by_seed"]:
+        print(f"  phases, seed {row['seed']}: memorization ends {row['memorization_end']}, "
+              f"circuit formation ends {row['circuit_formation_end']}, cleanup ends {row['cleanup_end']}")
+    final = s["final"]
+    print(f"final (epoch {final['epoch']}): test loss {final['test_loss']:.3g}, restricted loss {final['restricted_loss']:.3g}, "
+          f"test accuracy {final['test_acc']:.4f}")
+    print(f"wrote {result.report} and {result.summary_path} in {s['timings_s']['total']:.0f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mechgrok", description="Mechanistic interpretability of grokking.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
     p_info = sub.add_parser("info", help="describe a run folder or checkpoint file")
     p_info.add_argument("path", help="run folder, .safetensors checkpoint, or a foreign .pth file")
     p_info.set_defaults(func=cmd_info)
+
+    from mechgrok.reproduce import DEFAULT_EPOCHS, PAPER_EPOCHS
+
+    p_rep = sub.add_parser("reproduce", help="train the mainline (or reuse it), compute the progress measures, "
+                           "make every figure and the ablation table, and write report.html + summary.json")
+    p_rep.add_argument("--out", default="runs/mainline", help="run folder (default: runs/mainline)")
+    p_rep.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                       help=f"epochs per seed (default: {DEFAULT_EPOCHS}, enough to grok and clean up)")
+    p_rep.add_argument("--paper", action="store_true", help=f"train the paper's full {PAPER_EPOCHS:,} epochs")
+    p_rep.add_argument("--seeds", type=int, default=1,
+                       help="seeds to train, one after another (default: 1); Fig. 2 shades the spread")
+    p_rep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p_rep.set_defaults(func=cmd_reproduce)
     return parser
 
 

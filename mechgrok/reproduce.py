@@ -1,0 +1,186 @@
+"""The whole reproduction in one call: what ``mechgrok reproduce`` and ``make reproduce`` run.
+
+1. Train the paper's mainline (p=113, REFERENCE §1 settings, a checkpoint every 100 epochs) for
+   each seed, or reuse a run that already reached the asked epochs. Seed ``s0`` (the config's
+   seed) lives in ``OUT/``; further seeds in ``OUT/seeds/seed_<s>/``.
+2. Compute the progress measures and phase boundaries of every seed (:mod:`mechgrok.progress`).
+3. Build every figure of :data:`mechgrok.figures.FIGURES` into ``OUT/figures/``.
+4. Run the ablation table experiment (``experiments/ablation_table.py``) into ``OUT/analysis/``.
+5. Write ``OUT/report.html`` (self-contained) and ``OUT/summary.json``.
+
+Nothing here prints; pass ``on_step`` to hear about each step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mechgrok import circuits, figures, phases, progress, report, runs
+from mechgrok.config import Config
+
+__all__ = ["DEFAULT_EPOCHS", "PAPER_EPOCHS", "seed_dir", "train_or_reuse", "ablation_tables", "reproduce", "ReproduceResult"]
+
+# Long enough for the mainline to grok and clean up (the curves settle by ~15-20k), short
+# enough that `make reproduce` takes well under 15 minutes on 2 CPU cores.
+DEFAULT_EPOCHS = 20_000
+PAPER_EPOCHS = 40_000
+
+
+def seed_dir(out: str | Path, seed: int, first_seed: int = 0) -> Path:
+    """Where seed ``seed`` of a reproduction lives: ``OUT`` for the first, ``OUT/seeds/seed_<s>`` after."""
+    out = Path(out)
+    return out if seed == first_seed else out / figures.SEEDS_DIR / f"seed_{seed}"
+
+
+def train_or_reuse(cfg: Config, run_dir: Path, *, progress_bar: bool = False) -> tuple[bool, float]:
+    """Train ``cfg`` into ``run_dir`` unless a run there already reached ``cfg.epochs``.
+
+    A shorter run with the same settings is extended (the trainer resumes it). Returns
+    (trained, seconds).
+    """
+    done = runs.checkpoint_epochs(run_dir)
+    if done and done[-1] >= cfg.epochs and (run_dir / runs.CONFIG_FILE).exists():
+        saved = runs.read_config(run_dir)
+        if saved.replace(epochs=cfg.epochs) != cfg:
+            raise ValueError(
+                f"{run_dir} holds a run with other settings ({saved}); choose another --out, or delete it yourself"
+            )
+        return False, 0.0
+    from mechgrok.train import train
+
+    t0 = time.perf_counter()
+    result = train(cfg, run_dir, progress=progress_bar)
+    if result.interrupted:
+        raise KeyboardInterrupt(f"training of {run_dir} was interrupted at epoch {result.epoch}; run the same command to resume")
+    return True, time.perf_counter() - t0
+
+
+def ablation_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """Run ``experiments.ablation_table`` on the run (in this process, its output line captured)
+    and return its §4.4 and headline tables."""
+    try:
+        from experiments import ablation_table
+    except ImportError as err:
+        raise ValueError(f"cannot import experiments.ablation_table ({err}); run mechgrok reproduce from the repository root") from None
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        code = ablation_table.main(["--run", str(run_dir)])
+    if code != 0:
+        raise ValueError(f"the ablation table failed on {run_dir}: {err.getvalue().strip()}")
+    folder = run_dir / "analysis"
+    return {name: pd.read_csv(folder / f"{name}.csv") for name in ("section_4_4", "headline", "frequencies")}
+
+
+@dataclass
+class ReproduceResult:
+    run_dir: Path
+    report: Path
+    summary_path: Path
+    summary: dict[str, Any]
+    figures: list[figures.FigureOutput] = field(default_factory=list)
+
+
+def _final_row(measures: pd.DataFrame) -> dict[str, float]:
+    last = measures.iloc[-1]
+    cols = ["train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "excluded_loss", "gini_W_E", "gini_W_L",
+            "sum_sq_weights"]
+    return {"epoch": int(last["epoch"]), **{c: float(last[c]) for c in cols}}
+
+
+def reproduce(
+    out: str | Path = "runs/mainline",
+    *,
+    epochs: int = DEFAULT_EPOCHS,
+    seeds: int = 1,
+    config: Config | None = None,
+    rule: str = circuits.DEFAULT_KEY_FREQUENCY_RULE,
+    progress_bar: bool = False,
+    on_step: Callable[[str], None] | None = None,
+) -> ReproduceResult:
+    """Train (or reuse), measure, plot and report; see the module docstring.
+
+    ``config`` overrides the paper's settings (default ``Config()``); ``epochs`` and the seeds
+    ``config.seed .. config.seed + seeds - 1`` are set from the arguments.
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds={seeds!r} must be an integer >= 1 (the number of seeds to train)")
+    out = Path(out)
+    say = on_step or (lambda message: None)
+    base = (config or Config()).replace(epochs=int(epochs))
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+
+    seed_list = [base.seed + i for i in range(seeds)]
+    for seed in seed_list:
+        run_dir = seed_dir(out, seed, base.seed)
+        say(f"seed {seed}: training {epochs:,} epochs into {run_dir} (or reusing it)")
+        trained, seconds = train_or_reuse(base.replace(seed=seed), run_dir, progress_bar=progress_bar)
+        timings[f"train_seed_{seed}"] = seconds
+        if not trained:
+            say(f"seed {seed}: reused the finished run in {run_dir}")
+
+    t0 = time.perf_counter()
+    phase_rows, progresses = [], {}
+    for seed in seed_list:
+        run_dir = seed_dir(out, seed, base.seed)
+        say(f"seed {seed}: progress measures at every checkpoint")
+        prog = progress.load_progress(run_dir, rule=rule)
+        progresses[seed] = prog
+        phase_rows.append({"seed": seed, **prog.phases.boundaries, "key_frequencies": " ".join(map(str, prog.key_frequencies)),
+                           "notes": "; ".join(prog.phases.notes)})
+    phase_rows.append({"seed": "paper", **phases.PAPER_BOUNDARIES, "key_frequencies": "14 35 41 42 52", "notes": "by eye"})
+    timings["progress_measures"] = time.perf_counter() - t0
+
+    analysis = figures.RunAnalysis(out, rule=rule)
+    built = []
+    t0 = time.perf_counter()
+    for name in figures.FIGURES:
+        say(f"figure {name}")
+        fig = figures.make_figure(name, analysis)
+        figures.write_figure(fig, out)
+        built.append(fig)
+    timings["figures"] = time.perf_counter() - t0
+
+    say("ablation table (experiments.ablation_table)")
+    t0 = time.perf_counter()
+    tables = ablation_tables(out)
+    timings["ablation_table"] = time.perf_counter() - t0
+
+    main = progresses[base.seed]
+    section = tables["section_4_4"][["intervention", "loss", "paper_loss", "accuracy"]]
+    summary: dict[str, Any] = {
+        "title": f"mechgrok reproduction: {out}",
+        "run_dir": str(out),
+        "config": base.to_dict(),
+        "epochs": int(epochs),
+        "seeds": seed_list,
+        "key_frequency_rule": rule,
+        "key_frequencies": main.key_frequencies,
+        "paper_key_frequencies": [14, 35, 41, 42, 52],
+        "phases": main.phases.to_dict(),
+        "paper_phases": phases.PAPER_BOUNDARIES,
+        "phases_by_seed": phase_rows,
+        "final": _final_row(main.measures),
+        "paper_final_loss": 2.41e-7,
+        "final_by_seed": {str(s): _final_row(p.measures) for s, p in progresses.items()},
+        "ablation_table": section.to_dict("records"),
+        "headline": tables["headline"].to_dict("records"),
+        "notes": [n for s, p in progresses.items() for n in (f"seed {s}: {m}" for m in p.phases.notes)],
+    }
+    timings["total"] = time.perf_counter() - t_start
+    summary["timings_s"] = timings
+    summary_path = report.write_summary(out, summary)
+    report_tables = {
+        "§4.4 ablations: loss on all p² inputs, ours beside the paper's": section,
+        "Headline numbers beside the paper's": tables["headline"],
+    }
+    say("report")
+    path = report.write_report(out, summary, built, report_tables)
+    return ReproduceResult(out, path, summary_path, summary, built)
