@@ -51,7 +51,7 @@ def _seeds_run() -> Path:
     root = Path(tempfile.mkdtemp(prefix="mechgrok-seeds-")) / "run"
     shutil.copytree(_trained(TINY), root)
     for seed in (1, 2):
-        _train(TINY.replace(seed=seed, epochs=600), root / "seeds" / f"seed_{seed}")
+        _train(TINY.replace(seed=seed, epochs=300), root / "seeds" / f"seed_{seed}")
     return root
 
 
