@@ -9,12 +9,15 @@ from mechgrok.ablations import (
     AblationResult,
     ablate_frequencies,
     embedding_hook,
+    evaluate,
     excluded_loss,
+    frequency_ablation_losses,
     frequency_hooks,
     logit_hook,
     neuron_hook,
     restricted_loss,
 )
+from mechgrok.circuits import gather_activations, key_frequencies, neuron_clusters
 from mechgrok.config import Config
 from mechgrok.model import RunInfo, build_model, run_info
 from mechgrok.runs import Run, load_checkpoint, load_run
@@ -33,12 +36,17 @@ __all__ = [
     "ablate_frequencies",
     "build_model",
     "embedding_hook",
+    "evaluate",
     "excluded_loss",
+    "frequency_ablation_losses",
     "frequency_hooks",
+    "gather_activations",
+    "key_frequencies",
     "load_checkpoint",
     "load_run",
     "logit_hook",
     "make_split",
+    "neuron_clusters",
     "neuron_hook",
     "restricted_loss",
     "run_info",
