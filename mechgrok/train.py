@@ -134,6 +134,11 @@ def train(
         start, rows, elapsed0, resumed_from = 0, [], 0.0, None
     else:
         ckpt = resume
+        if ckpt.epoch > cfg.epochs:
+            raise ValueError(
+                f"{out_dir} is already trained to epoch {ckpt.epoch}, past epochs={cfg.epochs}; pass "
+                f"epochs >= {ckpt.epoch} to go on, or read an earlier epoch with load_run({str(out_dir)!r}, epoch=...)"
+            )
         split = ckpt.split
         model = runs.model_from_state(cfg, ckpt.model_state, split)
         optimizer = make_optimizer(model, cfg)
@@ -142,6 +147,9 @@ def train(
         elapsed0 = float(ckpt.metadata.get("elapsed_s", "0"))
         metrics = runs.read_metrics(out_dir)
         rows = [] if metrics is None else metrics[metrics["epoch"] < start].to_dict("records")
+        if start == cfg.epochs and metrics is not None and bool((metrics["epoch"] == start).any()):
+            # finished already: hand back what is on disk, rewrite nothing
+            return TrainResult(model, cfg, split, metrics, start, False, start, float(metrics.elapsed_s.iloc[-1]), out_dir)
         if cfg.epochs != ckpt.config.epochs:
             runs.write_config(out_dir, cfg)
 

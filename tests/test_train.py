@@ -134,3 +134,14 @@ def test_fastpath_loss_matches_training_metric(tmp_path):
     task = Task(13)
     loss, _ = FastPath(task.tokens()[result.split.train], task.labels()[result.split.train]).loss(result.model)
     assert loss.item() == result.metrics.iloc[-1].train_loss
+
+
+def test_finished_run_is_reused_untouched(tmp_path):
+    first = train(SMALL.replace(epochs=40), tmp_path / "run")
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    again = train(SMALL.replace(epochs=40), tmp_path / "run")
+    assert again.epoch == 40 and again.resumed_from == 40
+    assert same_metrics(first.metrics, again.metrics)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()} == stamps
+    with pytest.raises(ValueError, match="already trained to epoch 40"):
+        train(SMALL.replace(epochs=30), tmp_path / "run")
