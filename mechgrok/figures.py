@@ -171,8 +171,10 @@ def fig5_neuron_clusters(a: RunAnalysis) -> FigureOutput:
     clustered = int(sizes.sum())
     caption = (f"{clustered} of {len(a.clusters)} neurons ({clustered / len(a.clusters):.1%}) have ≥ {a.threshold:g} of their "
                f"variance in one frequency (paper: 84.6%). Right: W_L of the {len(neurons)} neurons of the "
-               f"frequency-{k} cluster lies on cos {k} and sin {k}.")
-    fig = plotting.neuron_clusters(a.clusters, wl, k, a.threshold)
+               f"frequency-{k} cluster lies on cos {k} and sin {k} (shown: the constant and the key frequencies; "
+               "the CSV has every component).")
+    shown = ["const"] + [f"{t} {q}" for q in sorted(set(a.key_frequencies) | {k}) for t in ("cos", "sin")]
+    fig = plotting.neuron_clusters(a.clusters, wl, k, a.threshold, shown)
     return FigureOutput("fig5_neuron_clusters", fig, {"": a.clusters, "W_L": wl}, caption)
 
 

@@ -133,12 +133,14 @@ def activations(grids: pd.DataFrame, component_names: Sequence[str]) -> go.Figur
 
 
 # ----------------------------------------------------------------------------- Fig. 5
-def neuron_clusters(clusters: pd.DataFrame, W_L_cluster: pd.DataFrame, frequency: int, threshold: float) -> go.Figure:
+def neuron_clusters(clusters: pd.DataFrame, W_L_cluster: pd.DataFrame, frequency: int, threshold: float,
+                    shown_components: Sequence[str] | None = None) -> go.Figure:
     """Fig. 5: histogram of each neuron's fraction of variance explained by its best frequency,
     and W_L's Fourier components (logit axis) for the neurons of one cluster.
 
     ``clusters``: one row per neuron with fraction_explained (``circuits.neuron_clusters``);
-    ``W_L_cluster``: long table neuron, component, value.
+    ``W_L_cluster``: long table neuron, component, value; ``shown_components`` limits the heatmap's
+    columns (e.g. the constant and the key frequencies), all by default.
     """
     fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6], horizontal_spacing=0.12,
                         subplot_titles=("Fraction of each neuron's variance explained by one frequency",
@@ -150,11 +152,13 @@ def neuron_clusters(clusters: pd.DataFrame, W_L_cluster: pd.DataFrame, frequency
     fig.update_yaxes(title_text="neurons", row=1, col=1)
     z = W_L_cluster.pivot(index="neuron", columns="component", values="value")
     order = list(dict.fromkeys(W_L_cluster["component"]))
+    if shown_components is not None:
+        order = [c for c in order if c in set(shown_components)]
     z = z[order]
     fig.add_trace(go.Heatmap(z=z.to_numpy(), x=order, y=[str(n) for n in z.index], colorscale="RdBu_r", zmid=0,
                              colorbar=dict(title="weight", x=1.0),
                              hovertemplate="neuron %{y}, %{x}: %{z:.3g}<extra></extra>"), row=1, col=2)
-    fig.update_xaxes(title_text="Fourier component of the logit axis c", tickangle=-90, tickfont=dict(size=8), row=1, col=2)
+    fig.update_xaxes(title_text="Fourier component of the logit axis c", tickangle=-90, row=1, col=2)
     fig.update_yaxes(title_text="neuron", type="category", showticklabels=False, row=1, col=2)
     fig.update_layout(title="Fig. 5: neurons cluster by frequency", height=520, **_LAYOUT)
     return fig
@@ -182,6 +186,7 @@ def frequency_ablation(losses: pd.DataFrame, restricted_loss: float, original_lo
 
 # ----------------------------------------------------------------------------- Fig. 7 and appendix
 def _phase_shapes(fig: go.Figure, boundaries: dict, n_rows: int, n_cols: int) -> None:
+    """Shade the detected phases in every panel; label each boundary once, along its line in the first panel."""
     names = ["memorization", "circuit formation", "cleanup"]
     edges = [0] + [boundaries.get(k) for k in ("memorization_end", "circuit_formation_end", "cleanup_end")]
     for i, name in enumerate(names):
@@ -192,8 +197,8 @@ def _phase_shapes(fig: go.Figure, boundaries: dict, n_rows: int, n_cols: int) ->
             for c in range(1, n_cols + 1):
                 fig.add_vrect(x0=lo, x1=hi, fillcolor=PHASE_COLORS[name], line_width=0, layer="below", row=r, col=c)
                 fig.add_vline(x=hi, line_dash="dot", line_color="gray", line_width=1, row=r, col=c)
-        fig.add_annotation(x=(lo + hi) / 2, y=1.0, xref="x", yref="paper", yanchor="bottom", showarrow=False,
-                           text=f"{name}<br>≤ {hi:,}", font=dict(size=10, color="gray"))
+        fig.add_annotation(x=hi, y=0.98, xref="x", yref="y domain", xanchor="left", yanchor="top", textangle=-90,
+                           showarrow=False, text=f"end of {name}: {hi:,}", font=dict(size=10, color="dimgray"))
 
 
 def progress_measures(measures: pd.DataFrame, boundaries: dict) -> go.Figure:
