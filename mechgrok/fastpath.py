@@ -22,25 +22,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-# The parameters read by the fast path, by their HookedTransformer names.
-PARAMS = (
-    "embed.W_E",
-    "pos_embed.W_pos",
-    "blocks.0.attn.W_Q",
-    "blocks.0.attn.W_K",
-    "blocks.0.attn.W_V",
-    "blocks.0.attn.W_O",
-    "blocks.0.attn.b_Q",
-    "blocks.0.attn.b_K",
-    "blocks.0.attn.b_V",
-    "blocks.0.attn.b_O",
-    "blocks.0.mlp.W_in",
-    "blocks.0.mlp.b_in",
-    "blocks.0.mlp.W_out",
-    "blocks.0.mlp.b_out",
-    "unembed.W_U",
-    "unembed.b_U",
-)
+from mechgrok.model import PARAMETER_NAMES
+
 
 
 def check_supported(model: torch.nn.Module) -> None:
@@ -233,10 +216,10 @@ class FastPath:
 
 def _weights(model: torch.nn.Module) -> dict[str, Tensor]:
     params = dict(model.named_parameters())
-    missing = [name for name in PARAMS if name not in params]
+    missing = [name for name in PARAMETER_NAMES if name not in params]
     if missing:
         raise ValueError(f"model lacks parameters {missing}; the fast path needs the paper's 1-layer HookedTransformer")
-    return {name: params[name].detach() for name in PARAMS}
+    return {name: params[name].detach() for name in PARAMETER_NAMES}
 
 
 def _loss_and_correct(logits: Tensor, labels: Tensor, p: int) -> tuple[Tensor, Tensor]:

@@ -41,34 +41,15 @@ from jaxtyping import Int
 from torch import Tensor
 
 from mechgrok.config import Config
+from mechgrok.model import BUFFER_NAMES, PARAMETER_NAMES
 from mechgrok.task import Split
 
 __all__ = ["FORMATS", "ForeignRun", "read_foreign"]
 
 FORMATS = ("transformer_lens_demo", "original")
 
-# The 16 parameters of mechgrok's HookedTransformer (mechgrok.model.build_model), in its order.
-HOOKED_PARAMETERS = (
-    "embed.W_E",
-    "pos_embed.W_pos",
-    "blocks.0.attn.W_Q",
-    "blocks.0.attn.W_O",
-    "blocks.0.attn.b_Q",
-    "blocks.0.attn.b_O",
-    "blocks.0.attn.W_K",
-    "blocks.0.attn.W_V",
-    "blocks.0.attn.b_K",
-    "blocks.0.attn.b_V",
-    "blocks.0.mlp.W_in",
-    "blocks.0.mlp.b_in",
-    "blocks.0.mlp.W_out",
-    "blocks.0.mlp.b_out",
-    "unembed.W_U",
-    "unembed.b_U",
-)
-# Buffers, not parameters: their shape depends on the TransformerLens version (3.x keeps an empty
-# placeholder mask), so they are dropped and a model keeps its own.
-_HOOKED_BUFFERS = frozenset({"blocks.0.attn.mask", "blocks.0.attn.IGNORE"})
+# The 16 parameters of mechgrok's HookedTransformer, in build_model's order; buffers are dropped.
+HOOKED_PARAMETERS = PARAMETER_NAMES
 
 _DEMO_KEYS = (
     "model", "config", "checkpoints", "checkpoint_epochs", "train_losses", "test_losses", "train_indices", "test_indices"
@@ -356,7 +337,7 @@ def _read_demo(path: str, data: dict) -> ForeignRun:
 
 def _demo_state_dict(path: str, where: str, sd: Any, expected: dict[str, tuple[int, ...]], p: int) -> dict[str, Tensor]:
     sd = _as_state_dict(path, where, sd)
-    params = {key: value for key, value in sd.items() if key not in _HOOKED_BUFFERS}
+    params = {key: value for key, value in sd.items() if key not in BUFFER_NAMES}
     for name, shape in expected.items():  # a format without a bias means a zero bias
         if name.split(".")[-1].startswith("b_") and name not in params:
             params[name] = torch.zeros(shape)

@@ -18,7 +18,33 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from mechgrok.config import Config
 from mechgrok.task import Split, Task
 
-__all__ = ["HookedTransformer", "HookedTransformerConfig", "RunInfo", "build_model", "run_info", "FROZEN_BIASES"]
+__all__ = [
+    "BUFFER_NAMES", "FROZEN_BIASES", "HookedTransformer", "HookedTransformerConfig", "PARAMETER_NAMES", "RunInfo",
+    "build_model", "run_info",
+]
+
+# The model's parameters, in build_model's (TransformerLens's) order.
+PARAMETER_NAMES = (
+    "embed.W_E",
+    "pos_embed.W_pos",
+    "blocks.0.attn.W_Q",
+    "blocks.0.attn.W_O",
+    "blocks.0.attn.b_Q",
+    "blocks.0.attn.b_O",
+    "blocks.0.attn.W_K",
+    "blocks.0.attn.W_V",
+    "blocks.0.attn.b_K",
+    "blocks.0.attn.b_V",
+    "blocks.0.mlp.W_in",
+    "blocks.0.mlp.b_in",
+    "blocks.0.mlp.W_out",
+    "blocks.0.mlp.b_out",
+    "unembed.W_U",
+    "unembed.b_U",
+)
+# Buffers, not weights: the causal mask and its fill value. Their shapes vary across
+# TransformerLens versions, so checkpoints leave them out and a model keeps its own.
+BUFFER_NAMES = frozenset({"blocks.0.attn.mask", "blocks.0.attn.IGNORE"})
 
 # The original model has MLP biases only; a HookedTransformer's other biases are held at zero.
 FROZEN_BIASES = ("blocks.0.attn.b_Q", "blocks.0.attn.b_K", "blocks.0.attn.b_V", "blocks.0.attn.b_O", "unembed.b_U")

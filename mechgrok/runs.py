@@ -34,7 +34,7 @@ from safetensors.torch import save as st_save_bytes
 from torch import Tensor
 
 from mechgrok.config import Config
-from mechgrok.model import HookedTransformer, build_model
+from mechgrok.model import BUFFER_NAMES, HookedTransformer, build_model
 from mechgrok.task import Split, Task
 
 SCHEMA_VERSION = 1
@@ -85,7 +85,7 @@ def state_tensors(model: torch.nn.Module) -> dict[str, Tensor]:
 
 
 def _is_buffer_name(name: str) -> bool:
-    return name.endswith(("attn.mask", "attn.IGNORE"))
+    return name in BUFFER_NAMES
 
 
 def save_checkpoint(
