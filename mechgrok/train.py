@@ -150,7 +150,7 @@ def train(
         if start == cfg.epochs and metrics is not None and bool((metrics["epoch"] == start).any()):
             # finished already: hand back what is on disk, rewrite nothing
             return TrainResult(model, cfg, split, metrics, start, False, start, float(metrics.elapsed_s.iloc[-1]), out_dir)
-        if cfg.epochs != ckpt.config.epochs:
+        if cfg != runs.read_config(out_dir):  # only RESUMABLE_CHANGES can differ here
             runs.write_config(out_dir, cfg)
 
     train_step = FastPath(tokens[split.train], labels[split.train])
