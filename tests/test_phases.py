@@ -137,7 +137,7 @@ def test_p113_seeds_follow_the_papers_story(run):
     # restricted loss falls well before test loss: at the end of circuit formation it is already
     # 10x below its value at the end of memorization, while test loss has fallen less than that
     assert t.restricted_loss[circ] < 0.1 * t.restricted_loss[mem]
-    assert t.test_loss[circ] > 0.1 * t.test_loss[mem:circ].max()
+    assert t.test_loss[circ] > 0.1 * t.test_loss.loc[mem:circ].max()
     # test loss drops in cleanup, by orders of magnitude
     assert t.test_loss[clean] < 1e-3 * t.test_loss[circ]
     # the weight norm falls during circuit formation and cleanup
