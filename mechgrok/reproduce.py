@@ -1,7 +1,8 @@
 """The whole reproduction in one call: what ``mechgrok reproduce`` and ``make reproduce`` run.
 
 1. Train the paper's mainline (p=113, REFERENCE §1 settings, a checkpoint every 100 epochs) for
-   each seed, or reuse a run that already reached the asked epochs. Seed ``s0`` (the config's
+   each seed (one after another, or ``parallel`` at once in separate processes), or reuse a run
+   that already reached the asked epochs. Seed ``s0`` (the config's
    seed) lives in ``OUT/``; further seeds in ``OUT/seeds/seed_<s>/``.
 2. Compute the progress measures and phase boundaries of every seed (:mod:`mechgrok.progress`).
 3. Build every figure of :data:`mechgrok.figures.FIGURES` into ``OUT/figures/``.
@@ -78,6 +79,36 @@ def ablation_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
     return {name: pd.read_csv(folder / f"{name}.csv") for name in ("section_4_4", "headline", "frequencies")}
 
 
+def _train_in_worker(cfg_dict: dict, run_dir: str, threads: int) -> tuple[bool, float]:
+    """One seed in a worker process (top level, so it pickles), on ``threads`` torch threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return train_or_reuse(Config.from_dict(cfg_dict), Path(run_dir))
+
+
+def _train_seeds(jobs: list[tuple[int, Config, Path]], parallel: int, progress_bar: bool,
+                 say: Callable[[str], None]) -> dict[int, tuple[bool, float]]:
+    """Train every seed: one after another, or ``parallel`` at a time in separate processes."""
+    results: dict[int, tuple[bool, float]] = {}
+    if parallel <= 1 or len(jobs) <= 1:
+        for seed, cfg, run_dir in jobs:
+            say(f"seed {seed}: training {cfg.epochs:,} epochs into {run_dir} (or reusing it)")
+            results[seed] = train_or_reuse(cfg, run_dir, progress_bar=progress_bar)
+        return results
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    say(f"training seeds {[s for s, _, _ in jobs]} {parallel} at a time, {threads} thread(s) each")
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {seed: pool.submit(_train_in_worker, cfg.to_dict(), str(run_dir), threads) for seed, cfg, run_dir in jobs}
+        for seed, future in futures.items():
+            results[seed] = future.result()
+    return results
+
+
 @dataclass
 class ReproduceResult:
     run_dir: Path
@@ -102,15 +133,19 @@ def reproduce(
     config: Config | None = None,
     rule: str = circuits.DEFAULT_KEY_FREQUENCY_RULE,
     progress_bar: bool = False,
+    parallel: int = 1,
     on_step: Callable[[str], None] | None = None,
 ) -> ReproduceResult:
     """Train (or reuse), measure, plot and report; see the module docstring.
 
     ``config`` overrides the paper's settings (default ``Config()``); ``epochs`` and the seeds
-    ``config.seed .. config.seed + seeds - 1`` are set from the arguments.
+    ``config.seed .. config.seed + seeds - 1`` are set from the arguments. ``parallel`` > 1
+    trains that many seeds at once in separate processes (for machines with cores to spare).
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds={seeds!r} must be an integer >= 1 (the number of seeds to train)")
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        raise ValueError(f"parallel={parallel!r} must be an integer >= 1 (seeds trained at once)")
     out = Path(out)
     say = on_step or (lambda message: None)
     base = (config or Config()).replace(epochs=int(epochs))
@@ -118,13 +153,11 @@ def reproduce(
     t_start = time.perf_counter()
 
     seed_list = [base.seed + i for i in range(seeds)]
-    for seed in seed_list:
-        run_dir = seed_dir(out, seed, base.seed)
-        say(f"seed {seed}: training {epochs:,} epochs into {run_dir} (or reusing it)")
-        trained, seconds = train_or_reuse(base.replace(seed=seed), run_dir, progress_bar=progress_bar)
+    jobs = [(seed, base.replace(seed=seed), seed_dir(out, seed, base.seed)) for seed in seed_list]
+    for seed, (trained, seconds) in _train_seeds(jobs, parallel, progress_bar, say).items():
         timings[f"train_seed_{seed}"] = seconds
         if not trained:
-            say(f"seed {seed}: reused the finished run in {run_dir}")
+            say(f"seed {seed}: reused the finished run in {seed_dir(out, seed, base.seed)}")
 
     t0 = time.perf_counter()
     phase_rows, progresses = [], {}

@@ -82,6 +82,8 @@ def test_json_safe_writes_nan_as_null(tmp_path):
 def test_reproduce_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="seeds=0"):
         reproduce(tmp_path / "x", seeds=0)
+    with pytest.raises(ValueError, match="parallel=0"):
+        reproduce(tmp_path / "x", parallel=0)
     # a finished run with other settings is not silently reused
     out = tiny_seeds_run(tmp_path)
     with pytest.raises(ValueError, match="other settings"):
@@ -160,3 +162,16 @@ def test_mainline_report_renders(tmp_path):
         pytest.skip(f"no {page}; run `make reproduce` first")
     dom, log = render_in_chromium(page, tmp_path / "profile")
     assert_rendered_without_errors(dom, log, figures.FIGURES)
+
+
+@pytest.mark.slow
+def test_parallel_seeds_match_sequential_ones(tmp_path):
+    """Seeds trained in worker processes are the same runs as seeds trained one after another."""
+    cfg = TINY.replace(epochs=100)
+    a = reproduce(tmp_path / "seq", epochs=100, seeds=2, config=cfg)
+    b = reproduce(tmp_path / "par", epochs=100, seeds=2, config=cfg, parallel=2)
+    for seed in (0, 1):
+        ma = runs.read_metrics(seed_dir(a.run_dir, seed)).drop(columns="elapsed_s")
+        mb = runs.read_metrics(seed_dir(b.run_dir, seed)).drop(columns="elapsed_s")
+        pd.testing.assert_frame_equal(ma, mb)
+    assert a.summary["key_frequencies"] == b.summary["key_frequencies"]
