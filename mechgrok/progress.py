@@ -68,6 +68,7 @@ __all__ = [
     "sum_squared_weights",
     "LogitMeasurer",
     "measure_checkpoint",
+    "final_key_frequencies",
     "compute_measures",
     "Progress",
     "load_progress",
@@ -80,7 +81,7 @@ __all__ = [
 MEASURES_FILE = "progress.csv"
 META_FILE = "progress.json"
 # Bump when a measure's definition changes: cached tables of another version are recomputed.
-MEASURES_VERSION = 1
+MEASURES_VERSION = 2
 
 
 # ----------------------------------------------------------------------------- weight measures
@@ -209,7 +210,7 @@ def measure_checkpoint(
 
 
 def _weight_measures(state: dict[str, Tensor], p: int) -> dict[str, float]:
-    W_L = circuits.neuron_logit_map(state["blocks.0.mlp.W_out"], state["unembed.W_U"], p)
+    W_L = circuits.neuron_logit_map(state["blocks.0.mlp.W_out"].double(), state["unembed.W_U"].double(), p)
     return {**fourier_ginis(state["embed.W_E"], W_L, p), **sum_squared_weights(state)}
 
 

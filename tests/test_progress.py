@@ -194,6 +194,12 @@ def test_measures_match_an_independent_implementation(run_dir, key):
         assert set(ref) <= set(row)
         for name, value in ref.items():
             assert row[name] == pytest.approx(value, rel=1e-6, abs=1e-12), (epoch, name)
+        # the one-checkpoint entry point gives the same row
+        model = run.model.double()
+        logits = model(Task(run.config.p).tokens())[:, -1].detach()
+        single = progress.measure_checkpoint(logits, runs.state_tensors(model), run.config.p, run.split, key)
+        for name, value in single.items():
+            assert row[name] == pytest.approx(value, rel=1e-9, abs=1e-12), (epoch, name)
 
 
 def test_float32_measures_agree_with_float64(run_dir, key):
