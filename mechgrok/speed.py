@@ -17,6 +17,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -42,6 +44,17 @@ def enable_fast_float32_matmul(tolerance: float = 1e-5) -> bool:
         torch.set_float32_matmul_precision(previous)
         return False
     return True
+
+
+@contextmanager
+def fast_float32_matmul(enabled: bool = True) -> Iterator[bool]:
+    """Within the block, float32 GEMMs use oneDNN where that keeps float32 accuracy; the
+    previous precision setting comes back afterwards. Yields whether oneDNN is in use."""
+    previous = torch.get_float32_matmul_precision()
+    try:
+        yield enable_fast_float32_matmul() if enabled else False
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def tune_malloc() -> bool:

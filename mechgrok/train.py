@@ -27,7 +27,7 @@ from mechgrok import runs
 from mechgrok.config import Config
 from mechgrok.fastpath import FastPath, check_supported
 from mechgrok.model import HookedTransformer, build_model
-from mechgrok.speed import tune_process as _tune_process
+from mechgrok.speed import fast_float32_matmul, tune_malloc
 from mechgrok.task import Split, Task, make_split
 
 # Fields that may change between a run and its resumption without changing its trajectory.
@@ -114,11 +114,17 @@ def train(
     """Train ``cfg`` into the run folder ``out_dir``, or resume the run already there.
 
     ``progress`` shows a tqdm bar with train and test loss. ``tune_process`` applies
-    :mod:`mechgrok.speed`'s process-wide settings. ``on_eval`` is called with each metrics row.
+    :mod:`mechgrok.speed`'s settings: oneDNN float32 GEMMs while training (the previous matmul
+    precision comes back afterwards) and glibc's malloc thresholds (process-wide).
+    ``on_eval`` is called with each metrics row.
     """
-    out_dir = Path(out_dir)
     if tune_process:
-        _tune_process()
+        tune_malloc()
+    with fast_float32_matmul(enabled=tune_process):
+        return _train(cfg, Path(out_dir), progress, on_eval)
+
+
+def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict], None] | None) -> TrainResult:
     task = Task(cfg.p, cfg.op)
     tokens, labels = task.tokens(), task.labels()
 

@@ -19,3 +19,15 @@ def test_fast_matmul_is_kept_only_if_float32_accurate():
 
 def test_tune_malloc_reports_a_bool():
     assert isinstance(speed.tune_malloc(), bool)
+
+
+def test_training_restores_the_matmul_precision(tmp_path):
+    from mechgrok.config import Config
+    from mechgrok.train import train
+
+    before = torch.get_float32_matmul_precision()
+    train(Config(p=7, frac_train=0.5, epochs=3), tmp_path / "run")
+    assert torch.get_float32_matmul_precision() == before
+    with speed.fast_float32_matmul() as enabled:
+        assert torch.get_float32_matmul_precision() == ("medium" if enabled else before)
+    assert torch.get_float32_matmul_precision() == before
