@@ -35,8 +35,15 @@ th, td { border: 1px solid #ddd; padding: 4px 10px; text-align: right; } th { ba
 td:first-child, th:first-child { text-align: left; }
 .caption { color: #555; font-size: 14px; max-width: 900px; } .figure { margin: 24px 0 40px; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 6px 12px; font-size: 13px; }
-nav a { margin-right: 12px; font-size: 13px; }
+nav { display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 13px; }
 """
+
+
+_FINAL_LABELS = {
+    "train_loss": "train loss", "test_loss": "test loss", "train_acc": "train accuracy", "test_acc": "test accuracy",
+    "restricted_loss": "restricted loss", "excluded_loss": "excluded loss", "gini_W_E": "Gini of W_E's Fourier norms",
+    "gini_W_L": "Gini of W_L's Fourier norms", "sum_sq_weights": "sum of squared weights",
+}
 
 
 def json_safe(value: Any) -> Any:
@@ -94,12 +101,14 @@ def render_report(summary: dict[str, Any], figures: Sequence[FigureOutput], tabl
     run_pairs = [
         ("run folder", summary.get("run_dir")),
         ("task", f"(a + b) mod {cfg.get('p')}, {cfg.get('frac_train', 0):.0%} of pairs for training"),
-        ("epochs trained", summary.get("epochs")),
-        ("seeds", ", ".join(map(str, summary.get("seeds", [])))),
+        ("epochs asked", summary.get("epochs")),
+        ("epochs trained (newest checkpoint)", summary.get("final", {}).get("epoch")),
+        ("seeds", ", ".join(map(str, summary.get("seeds", []))) or None),
+        ("seeds reused from earlier runs", ", ".join(map(str, summary.get("reused_seeds", []))) or None),
         ("key frequencies (rule: " + str(summary.get("key_frequency_rule")) + ")", ", ".join(map(str, summary.get("key_frequencies", [])))),
     ]
-    final = summary.get("final", {})
-    run_pairs += [(k.replace("_", " ") + " (final)", v) for k, v in final.items()]
+    final = {k: v for k, v in summary.get("final", {}).items() if k != "epoch"}
+    run_pairs += [(_FINAL_LABELS.get(k, k) + " (final)", v) for k, v in final.items()]
     parts.append(_kv_table(run_pairs))
     for note in summary.get("notes", []):
         parts.append(f'<p class="note">{html.escape(note)}</p>')

@@ -154,9 +154,11 @@ def reproduce(
 
     seed_list = [base.seed + i for i in range(seeds)]
     jobs = [(seed, base.replace(seed=seed), seed_dir(out, seed, base.seed)) for seed in seed_list]
+    reused = []
     for seed, (trained, seconds) in _train_seeds(jobs, parallel, progress_bar, say).items():
         timings[f"train_seed_{seed}"] = seconds
         if not trained:
+            reused.append(seed)
             say(f"seed {seed}: reused the finished run in {seed_dir(out, seed, base.seed)}")
 
     t0 = time.perf_counter()
@@ -194,6 +196,7 @@ def reproduce(
         "config": base.to_dict(),
         "epochs": int(epochs),
         "seeds": seed_list,
+        "reused_seeds": reused,
         "key_frequency_rule": rule,
         "key_frequencies": main.key_frequencies,
         "paper_key_frequencies": [14, 35, 41, 42, 52],

@@ -59,7 +59,7 @@ def test_summary_agrees_with_the_measures(reproduced):
     loss_all = (n_train * last.train_loss + n_test * last.test_loss) / (n_train + n_test)
     assert rows["original"]["loss"] == pytest.approx(loss_all, rel=1e-3)  # HookedTransformer vs fast path: rounding
     assert set(s["timings_s"]) >= {"progress_measures", "figures", "ablation_table", "total"}
-    assert s["seeds"] == [0, 1, 2]
+    assert s["seeds"] == [0, 1, 2] and s["reused_seeds"] == [0, 1, 2]
 
 
 def test_report_is_self_contained(reproduced):
