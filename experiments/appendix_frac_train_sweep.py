@@ -1,7 +1,7 @@
 """python -m experiments.appendix_frac_train_sweep --run RUN [--fracs 0.3 0.4 0.5 0.6 0.7] [--epochs 5000] [--out DIR]
 
 Appendix (opt-in: it trains one run per fraction): the paper's training-fraction sweep. With the
-settings of RUN and each training fraction in --fracs, train (or resume) RUN/frac_sweep/frac_<f>/
+settings of RUN and each training fraction in --fracs, train (or resume) RUN/frac_train_sweep/frac_train_<f>/
 for --epochs epochs, then plot test loss and accuracy per fraction. The paper: 30-50% of the
 pairs groks after a delay; 60% or more generalizes at once.
 

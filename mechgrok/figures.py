@@ -43,8 +43,11 @@ __all__ = [
     "fig7_progress_measures",
     "appendix_excluded_per_frequency",
     "appendix_cos_coefficients",
-    "appendix_frac_train_sweep",
+    "SWEEPABLE",
+    "sweep_curves",
     "frac_train_sweep_curves",
+    "appendix_frac_train_sweep",
+    "appendix_weight_decay_sweep",
 ]
 
 FIGURE_DIR = "figures"
@@ -259,25 +262,36 @@ def write_figure(out: FigureOutput, run_dir: str | Path, folder: str | Path | No
     return paths
 
 
-# ----------------------------------------------------------------------------- frac_train sweep
-def frac_train_sweep_curves(
-    run_dir: str | Path, fracs: Sequence[float], epochs: int, *, progress_bar: bool = False
+# ----------------------------------------------------------------------------- opt-in sweeps
+SWEEPABLE = ("frac_train", "weight_decay")
+
+
+def sweep_curves(
+    run_dir: str | Path, field: str, values: Sequence[float], epochs: int, *, progress_bar: bool = False
 ) -> pd.DataFrame:
-    """Train (or resume) one run per training fraction, with the run's other settings, under
-    ``RUN/frac_sweep/frac_<f>/``, and return their curves (frac_train, epoch, losses, accuracies)."""
+    """Train (or resume) one run per value of a config ``field`` (``SWEEPABLE``), with the run's
+    other settings, under ``RUN/<field>_sweep/<field>_<value>/``; return their curves
+    (field, epoch, train/test loss and accuracy)."""
     from mechgrok.train import train
 
+    if field not in SWEEPABLE:
+        raise ValueError(f"field={field!r} cannot be swept here; choose one of {SWEEPABLE}")
     base = runs.read_config(Path(run_dir))
     frames = []
-    for frac in fracs:
-        cfg: Config = base.replace(frac_train=float(frac), epochs=int(epochs))
-        out = Path(run_dir) / "frac_sweep" / f"frac_{frac:g}"
+    for value in values:
+        cfg: Config = base.replace(**{field: float(value)}, epochs=int(epochs))
+        out = Path(run_dir) / f"{field}_sweep" / f"{field}_{value:g}"
         done = runs.checkpoint_epochs(out)
         if not done or done[-1] < epochs:
             train(cfg, out, progress=progress_bar)
         metrics = runs.read_metrics(out)
-        frames.append(metrics[metrics["epoch"] <= epochs].assign(frac_train=float(frac)))
-    return pd.concat(frames, ignore_index=True)[["frac_train", "epoch", "train_loss", "test_loss", "train_acc", "test_acc"]]
+        frames.append(metrics[metrics["epoch"] <= epochs].assign(**{field: float(value)}))
+    return pd.concat(frames, ignore_index=True)[[field, "epoch", "train_loss", "test_loss", "train_acc", "test_acc"]]
+
+
+def frac_train_sweep_curves(run_dir: str | Path, fracs: Sequence[float], epochs: int, *, progress_bar: bool = False) -> pd.DataFrame:
+    """``sweep_curves`` over the training fraction (runs in ``RUN/frac_train_sweep/``)."""
+    return sweep_curves(run_dir, "frac_train", fracs, epochs, progress_bar=progress_bar)
 
 
 def appendix_frac_train_sweep(run_dir: str | Path, fracs: Sequence[float], epochs: int, *, progress_bar: bool = False) -> FigureOutput:
@@ -285,4 +299,15 @@ def appendix_frac_train_sweep(run_dir: str | Path, fracs: Sequence[float], epoch
     curves = frac_train_sweep_curves(run_dir, fracs, epochs, progress_bar=progress_bar)
     caption = (f"Runs with the same settings and {len(fracs)} training fractions, {epochs:,} epochs each. "
                "The paper: 30-50% groks after a delay; ≥ 60% generalizes at once.")
-    return FigureOutput("appendix_frac_train_sweep", plotting.frac_train_sweep(curves), {"": curves}, caption)
+    fig = plotting.sweep(curves, "frac_train", "Appendix: training-fraction sweep (paper: 30-50% groks, ≥60% generalizes at once)",
+                         lambda v: f"{v:.0%} train")
+    return FigureOutput("appendix_frac_train_sweep", fig, {"": curves}, caption)
+
+
+def appendix_weight_decay_sweep(run_dir: str | Path, values: Sequence[float], epochs: int, *, progress_bar: bool = False) -> FigureOutput:
+    """Appendix (opt-in, trains ``len(values)`` runs): test loss and accuracy per weight decay."""
+    curves = sweep_curves(run_dir, "weight_decay", values, epochs, progress_bar=progress_bar)
+    caption = (f"Runs with the same settings and {len(values)} weight decays, {epochs:,} epochs each. "
+               "Weight decay drives cleanup: with less of it, grokking comes later or not at all.")
+    fig = plotting.sweep(curves, "weight_decay", "Appendix: weight-decay sweep", lambda v: f"weight decay {v:g}")
+    return FigureOutput("appendix_weight_decay_sweep", fig, {"": curves}, caption)

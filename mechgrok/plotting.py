@@ -7,7 +7,7 @@ components are named by ``fourier.component_names`` ("cos 14", "sin 14"), never 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -23,7 +23,7 @@ __all__ = [
     "progress_measures",
     "per_frequency_excluded_loss",
     "cos_coefficients",
-    "frac_train_sweep",
+    "sweep",
 ]
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
@@ -262,21 +262,20 @@ def cos_coefficients(measures: pd.DataFrame, columns: dict[int, str], boundaries
     return fig
 
 
-def frac_train_sweep(curves: pd.DataFrame) -> go.Figure:
-    """Appendix: test loss over training for each training fraction.
+def sweep(curves: pd.DataFrame, field: str, title: str, label: Callable[[float], str] = str) -> go.Figure:
+    """Appendix sweeps: test loss and accuracy over training, one line per value of ``field``.
 
-    ``curves``: columns frac_train, epoch, train_loss, test_loss, test_acc.
+    ``curves``: columns ``field``, epoch, test_loss, test_acc (``figures.sweep_curves``).
     """
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Test loss", "Test accuracy"), horizontal_spacing=0.1)
-    for i, (frac, d) in enumerate(curves.groupby("frac_train")):
+    for i, (value, d) in enumerate(curves.groupby(field)):
         color = COLORS[i % len(COLORS)]
-        fig.add_trace(go.Scatter(x=d["epoch"], y=d["test_loss"], name=f"{frac:.0%} train", line=dict(color=color),
-                                 legendgroup=str(frac)), row=1, col=1)
-        fig.add_trace(go.Scatter(x=d["epoch"], y=d["test_acc"], name=f"{frac:.0%} train", line=dict(color=color),
-                                 legendgroup=str(frac), showlegend=False), row=1, col=2)
+        fig.add_trace(go.Scatter(x=d["epoch"], y=d["test_loss"], name=label(value), line=dict(color=color),
+                                 legendgroup=str(value)), row=1, col=1)
+        fig.add_trace(go.Scatter(x=d["epoch"], y=d["test_acc"], name=label(value), line=dict(color=color),
+                                 legendgroup=str(value), showlegend=False), row=1, col=2)
     fig.update_yaxes(title_text="test loss", type="log", exponentformat="power", row=1, col=1)
     fig.update_yaxes(title_text="test accuracy", range=[0, 1.02], row=1, col=2)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(title="Appendix: training-fraction sweep (paper: 30-50% groks, ≥60% generalizes at once)",
-                      height=480, **_LAYOUT)
+    fig.update_layout(title=title, height=480, **_LAYOUT)
     return fig

@@ -10,7 +10,7 @@ import torch
 from _tiny_run import TINY, one_thread, tiny_run, tiny_seeds_run  # noqa: F401 (autouse fixture)
 from mechgrok import circuits, figures, fourier, progress, runs
 
-EXPERIMENTS = list(figures.FIGURES) + ["appendix_frac_train_sweep"]
+EXPERIMENTS = list(figures.FIGURES) + ["appendix_frac_train_sweep", "appendix_weight_decay_sweep"]
 
 
 @pytest.fixture(scope="module")
@@ -109,5 +109,16 @@ def test_frac_train_sweep_trains_one_run_per_fraction(tmp_path, capsys):
     data = pd.read_csv(run_dir / figures.FIGURE_DIR / "appendix_frac_train_sweep.csv")
     assert sorted(data.frac_train.unique()) == [0.3, 0.8]
     for frac in ("0.3", "0.8"):
-        cfg = runs.read_config(run_dir / "frac_sweep" / f"frac_{frac}")
+        cfg = runs.read_config(run_dir / "frac_train_sweep" / f"frac_train_{frac}")
         assert cfg.frac_train == float(frac) and cfg.p == TINY.p and cfg.epochs == 100
+
+
+def test_weight_decay_sweep_and_bad_fields(tmp_path):
+    run_dir = tiny_run(tmp_path)
+    module = importlib.import_module("experiments.appendix_weight_decay_sweep")
+    assert module.main(["--run", str(run_dir), "--values", "0", "1", "--epochs", "60", "--no-progress"]) == 0
+    data = pd.read_csv(run_dir / figures.FIGURE_DIR / "appendix_weight_decay_sweep.csv")
+    assert sorted(data.weight_decay.unique()) == [0.0, 1.0]
+    assert runs.read_config(run_dir / "weight_decay_sweep" / "weight_decay_0").weight_decay == 0
+    with pytest.raises(ValueError, match="cannot be swept"):
+        figures.sweep_curves(run_dir, "lr", [1e-3], 10)
