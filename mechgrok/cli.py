@@ -96,9 +96,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from mechgrok.reproduce import PAPER_EPOCHS, reproduce
 
     epochs = PAPER_EPOCHS if args.paper else args.epochs
-    result = reproduce(args.out, epochs=epochs, seeds=args.seeds, parallel=args.parallel,
-                       progress_bar=not args.no_progress and args.parallel == 1,
-                       on_step=lambda message: print(f"[reproduce] {message}", flush=True))
+    try:
+        result = reproduce(args.out, epochs=epochs, seeds=args.seeds, parallel=args.parallel,
+                           progress_bar=not args.no_progress and args.parallel == 1,
+                           on_step=lambda message: print(f"[reproduce] {message}", flush=True))
+    except KeyboardInterrupt as err:
+        print(f"interrupted: {err or 'a checkpoint was written'}; run the same command again to resume")
+        return 130
     s = result.summary
     print(f"key frequencies: {', '.join(map(str, s['key_frequencies']))} (paper: 14, 35, 41, 42, 52)")
     for row in s["phases_by_seed"]:
