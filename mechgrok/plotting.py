@@ -43,14 +43,15 @@ def loss_curves(curves: pd.DataFrame) -> go.Figure:
 
     ``curves``: columns seed, epoch, train_loss, test_loss, train_acc, test_acc (one row per seed
     and evaluated epoch). With several seeds, each split is drawn as its median over seeds with
-    a shaded min-max band over the epochs all seeds reached.
+    a shaded min-max band; past the end of a shorter seed, over the seeds that went on.
     """
     seeds = sorted(curves["seed"].unique())
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.1)
     for col, (metric, log) in enumerate((("loss", True), ("acc", False)), start=1):
         for i, split in enumerate(("train", "test")):
             name, color = f"{split}_{metric}", COLORS[i]
-            wide = curves.pivot_table(index="epoch", columns="seed", values=name).dropna()
+            # seeds may have run for different lengths: each epoch aggregates the seeds that reached it
+            wide = curves.pivot_table(index="epoch", columns="seed", values=name)
             label = f"{split} {'loss' if metric == 'loss' else 'accuracy'}"
             if len(seeds) > 1:
                 fig.add_trace(go.Scatter(x=wide.index, y=wide.max(axis=1), line=dict(width=0), hoverinfo="skip",
@@ -58,7 +59,7 @@ def loss_curves(curves: pd.DataFrame) -> go.Figure:
                 fig.add_trace(go.Scatter(x=wide.index, y=wide.min(axis=1), line=dict(width=0), fill="tonexty",
                                          fillcolor=_rgba(color, 0.25), hoverinfo="skip", legendgroup=label,
                                          name=f"{label} (min-max over {len(seeds)} seeds)", showlegend=col == 1), row=1, col=col)
-            y = wide.median(axis=1) if len(seeds) > 1 else wide.iloc[:, 0]
+            y = wide.median(axis=1) if len(seeds) > 1 else wide.iloc[:, 0].dropna()
             fig.add_trace(go.Scatter(x=wide.index, y=y, line=dict(color=color, width=1.5), legendgroup=label,
                                      name=label + (" (median)" if len(seeds) > 1 else ""), showlegend=True), row=1, col=col)
         fig.update_xaxes(title_text="epoch", row=1, col=col)
@@ -180,7 +181,8 @@ def frequency_ablation(losses: pd.DataFrame, restricted_loss: float, original_lo
                                  mode="lines", line=dict(color=color, dash="dash"), name=f"{name}: {y:.3g}"))
     fig.update_yaxes(title_text="loss on all p² inputs", type="log", exponentformat="power")
     fig.update_xaxes(title_text="frequency k removed from the logits (red: key frequencies)")
-    fig.update_layout(title="Fig. 6: removing one frequency from the logits", legend=dict(x=0.01, y=0.99), **_LAYOUT)
+    fig.update_layout(title="Fig. 6: removing one frequency from the logits",
+                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0), **_LAYOUT)
     return fig
 
 
