@@ -42,10 +42,9 @@ import json
 import math
 import time
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import torch
@@ -215,18 +214,6 @@ def _weight_measures(state: dict[str, Tensor], p: int) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- over a run
-@contextmanager
-def _float32_matmul_precision(fast: bool) -> Iterator[None]:
-    """Optionally route float32 GEMMs to oneDNN for the block (see mechgrok.speed), then restore."""
-    previous = torch.get_float32_matmul_precision()
-    if fast:
-        speed.enable_fast_float32_matmul()
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)
-
-
 def final_key_frequencies(run_dir: Path, rule: str = circuits.DEFAULT_KEY_FREQUENCY_RULE) -> list[int]:
     """The key frequencies of a run's newest checkpoint, by ``rule`` (``circuits.KEY_FREQUENCY_RULES``)."""
     run = runs.load_run(run_dir)
@@ -279,7 +266,7 @@ def compute_measures(
     if tune_malloc:
         speed.tune_malloc()
     rows = []
-    with torch.no_grad(), _float32_matmul_precision(fast_matmul and dtype == torch.float32):
+    with torch.no_grad(), speed.fast_float32_matmul(fast_matmul and dtype == torch.float32):
         for epoch in epochs:
             state = runs.read_checkpoint_file(runs.checkpoint_path(run_dir, epoch)).model_state
             model.load_state_dict(state, strict=False)

@@ -12,7 +12,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pytest
 import torch
 
 from mechgrok.config import Config
@@ -64,11 +63,3 @@ def tiny_seeds_run(tmp_path: Path | None = None) -> Path:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("progress.*"))  # no cached measures
     return dst
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Run on one thread: with two, a busy second core makes torch's thread pool spin (40x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

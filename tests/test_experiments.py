@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from _tiny_run import TINY, one_thread, tiny_run, tiny_seeds_run  # noqa: F401 (autouse fixture)
+from _tiny_run import TINY, tiny_run, tiny_seeds_run
 from mechgrok import circuits, figures, fourier, progress, runs
 
 EXPERIMENTS = list(figures.FIGURES) + ["appendix_frac_train_sweep", "appendix_weight_decay_sweep"]

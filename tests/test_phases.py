@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _tiny_run import one_thread, tiny_run  # noqa: F401 (autouse fixture)
+from _tiny_run import tiny_run
 from mechgrok import phases, progress
 from mechgrok.phases import PhaseRules, detect_phases
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from _tiny_run import one_thread, tiny_run  # noqa: F401 (autouse fixture)
+from _tiny_run import tiny_run
 from mechgrok import ablations, circuits, progress, runs
 from mechgrok.task import Task, make_split
 

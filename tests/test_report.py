@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from _tiny_run import TINY, one_thread, tiny_seeds_run  # noqa: F401 (autouse fixture)
+from _tiny_run import TINY, tiny_seeds_run
 import plotly.graph_objects as go
 
 from mechgrok import figures, phases, progress, report, runs
