@@ -162,12 +162,3 @@ def detect_phases(measures: pd.DataFrame, rules: PhaseRules | None = None) -> Ph
     cleanup_end = int(epochs[i_clean])
     return Phases(memorization_end, circuit_formation_end, cleanup_end, rules, tuple(notes))
 
-
-def describe(phases: Phases) -> str:
-    """One line per boundary, ours beside the paper's, for reports."""
-    lines = []
-    for name, epoch in phases.boundaries.items():
-        ours = "not reached" if epoch is None else f"{epoch:,}"
-        lines.append(f"{name.replace('_', ' ')}: {ours} (paper {PAPER_BOUNDARIES[name]:,})")
-    return "\n".join(lines)
-
