@@ -175,3 +175,23 @@ def test_parallel_seeds_match_sequential_ones(tmp_path):
         mb = runs.read_metrics(seed_dir(b.run_dir, seed)).drop(columns="elapsed_s")
         pd.testing.assert_frame_equal(ma, mb)
     assert a.summary["key_frequencies"] == b.summary["key_frequencies"]
+
+
+def test_cli_reproduce_passes_its_flags(monkeypatch, tmp_path, capsys):
+    """`mechgrok reproduce` maps its flags onto reproduce(); --paper means 40,000 epochs."""
+    import mechgrok.reproduce as rep
+    from mechgrok import cli
+
+    calls = []
+
+    def fake(out, **kwargs):
+        calls.append((out, kwargs))
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(rep, "reproduce", fake)
+    assert cli.main(["reproduce", "--out", str(tmp_path), "--seeds", "3", "--parallel", "2", "--no-progress"]) == 2
+    assert calls[-1][0] == str(tmp_path)
+    assert calls[-1][1]["epochs"] == rep.DEFAULT_EPOCHS and calls[-1][1]["seeds"] == 3 and calls[-1][1]["parallel"] == 2
+    assert cli.main(["reproduce", "--paper"]) == 2
+    assert calls[-1][1]["epochs"] == rep.PAPER_EPOCHS == 40_000
+    assert "stop here" in capsys.readouterr().err
