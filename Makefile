@@ -1,7 +1,7 @@
-# Two commands set everything up on a fresh machine:
-#   make test     create .venv if missing, install, run the test suite
-#   make train    create .venv if missing, install, train the paper's mainline run
-#   make reproduce  train (or reuse) the mainline, then measures, figures, runs/mainline/report.html
+# Two commands set everything up on a fresh machine (each creates .venv if missing and installs):
+#   make test        run the test suite
+#   make reproduce   train (or reuse) the mainline, then measures, figures, runs/mainline/report.html
+# Also: make train (training only), make test-slow (long end-to-end checks), make bench.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
