@@ -15,6 +15,7 @@ Nothing here prints; pass ``on_step`` to hear about each step.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import time
 from collections.abc import Callable
@@ -64,13 +65,29 @@ def train_or_reuse(cfg: Config, run_dir: Path, *, progress_bar: bool = False) ->
     return True, time.perf_counter() - t0
 
 
-def ablation_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
-    """Run ``experiments.ablation_table`` on the run (in this process, its output line captured)
-    and return its §4.4 and headline tables."""
+def _ablation_table_module():
+    """``experiments.ablation_table``: importable from the repository root, else found next to
+    this package (the ``mechgrok`` console script does not put the working directory on sys.path)."""
     try:
         from experiments import ablation_table
-    except ImportError as err:
-        raise ValueError(f"cannot import experiments.ablation_table ({err}); run mechgrok reproduce from the repository root") from None
+
+        return ablation_table
+    except ImportError:
+        pass
+    path = Path(__file__).resolve().parents[1] / "experiments" / "ablation_table.py"
+    if not path.exists():
+        raise ValueError(f"cannot find experiments/ablation_table.py (looked in {path.parent}); "
+                         "run mechgrok reproduce from a checkout of the repository")
+    spec = importlib.util.spec_from_file_location("experiments.ablation_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ablation_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """Run ``experiments.ablation_table`` on the run (in this process, its output line captured)
+    and return its §4.4, headline and frequency tables."""
+    ablation_table = _ablation_table_module()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
         code = ablation_table.main(["--run", str(run_dir)])
     if code != 0:

@@ -195,3 +195,14 @@ def test_cli_reproduce_passes_its_flags(monkeypatch, tmp_path, capsys):
     assert cli.main(["reproduce", "--paper"]) == 2
     assert calls[-1][1]["epochs"] == rep.PAPER_EPOCHS == 40_000
     assert "stop here" in capsys.readouterr().err
+
+
+def test_ablation_table_is_found_outside_the_repository_root(tmp_path):
+    """The `mechgrok` console script runs with its own folder on sys.path, not the working directory."""
+    import subprocess
+    import sys
+
+    code = "from mechgrok.reproduce import _ablation_table_module; print(_ablation_table_module().__name__)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "experiments.ablation_table"
