@@ -117,6 +117,11 @@ def _train_seeds(jobs: list[tuple[int, Config, Path]], parallel: int, progress_b
     import os
     from concurrent.futures import ProcessPoolExecutor
 
+    # Later seeds live inside the first seed's folder. Claim every fresh folder with its config
+    # first, so the first seed's trainer never finds its folder already holding `seeds/`.
+    for _, cfg, run_dir in jobs:
+        if not (run_dir / runs.CONFIG_FILE).exists() and (not run_dir.exists() or not any(run_dir.iterdir())):
+            runs.write_config(run_dir, cfg)
     threads = max(1, (os.cpu_count() or 1) // parallel)
     say(f"training seeds {[s for s, _, _ in jobs]} {parallel} at a time, {threads} thread(s) each")
     with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
