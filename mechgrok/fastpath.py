@@ -58,7 +58,6 @@ class _Forward:
     Vb: Tensor
     z: Tensor  # [batch, head*d_head]
     resid_mid: Tensor
-    pre: Tensor
     post: Tensor
     resid_post: Tensor
     logits: Tensor
@@ -104,17 +103,19 @@ class FastPath:
         V = V + w["blocks.0.attn.b_V"]
         S = torch.einsum("nhe,he->nh", K, q) / math.sqrt(d_head)  # [2p+1, head]
         scores = torch.stack([S[self.a], S[self.b_row], S[2 * p].expand(self.n, n_heads)], dim=-1)
-        A = torch.softmax(scores, dim=-1)  # [batch, head, 3]
+        # softmax over the 3 keys, written out: torch.softmax is slow on a last axis of length 3
+        A = (scores - scores.amax(-1, keepdim=True)).exp_()
+        A = A.div_(A.sum(-1, keepdim=True))  # [batch, head, 3]
         Va, Vb = V[self.a], V[self.b_row]
         z = A[..., 0:1] * Va + A[..., 1:2] * Vb + A[..., 2:3] * V[2 * p]
         z = z.reshape(self.n, n_heads * d_head)
         W_O = w["blocks.0.attn.W_O"].reshape(n_heads * d_head, d_model)
         resid_mid = z @ W_O + (w["blocks.0.attn.b_O"] + e_eq)
-        pre = torch.addmm(w["blocks.0.mlp.b_in"], resid_mid, w["blocks.0.mlp.W_in"])
-        post = torch.relu(pre)
+        # ReLU in place: the backward pass reads its mask off ``post`` (post > 0 iff pre > 0)
+        post = torch.addmm(w["blocks.0.mlp.b_in"], resid_mid, w["blocks.0.mlp.W_in"]).relu_()
         resid_post = torch.addmm(w["blocks.0.mlp.b_out"], post, w["blocks.0.mlp.W_out"]) + resid_mid
         logits = torch.addmm(w["unembed.b_U"], resid_post, w["unembed.W_U"])
-        return _Forward(E, q, K, V, A, Va, Vb, z, resid_mid, pre, post, resid_post, logits)
+        return _Forward(E, q, K, V, A, Va, Vb, z, resid_mid, post, resid_post, logits)
 
     def logits(self, model: torch.nn.Module) -> Float[Tensor, "batch d_vocab_out"]:
         """``model(tokens)[:, -1]``, computed on the last position only."""
@@ -127,17 +128,18 @@ class FastPath:
         return _loss_and_correct(logits, self.labels, self.p)
 
     # ----------------------------------------------------------------- backward
-    def loss_and_grad(self, model: torch.nn.Module) -> tuple[Tensor, Tensor]:
+    def loss_and_grad(self, model: torch.nn.Module, accuracy: bool = True) -> tuple[Tensor, Tensor | None]:
         """Forward and backward in one; sets ``.grad`` of every parameter that requires grad.
 
-        Returns (mean float64 cross-entropy, number of correct argmax predictions).
+        Returns (mean float64 cross-entropy, number of correct argmax predictions); the count is
+        None with ``accuracy=False``, which saves the argmax on steps that log nothing.
         """
         w = _weights(model)
         with torch.no_grad():
             f = self._forward(w)
             logp = torch.log_softmax(f.logits.double(), dim=-1)
             loss = -logp.gather(1, self.labels[:, None]).mean()
-            correct = (f.logits[:, : self.p].argmax(-1) == self.labels).sum()
+            correct = (f.logits[:, : self.p].argmax(-1) == self.labels).sum() if accuracy else None
             grads = self._backward(w, f, logp)
         params = dict(model.named_parameters())
         for name, grad in grads.items():

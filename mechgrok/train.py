@@ -183,11 +183,12 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
     with _stop_on_signals() as stop:
         while True:
             is_last = epoch >= cfg.epochs
+            log_row = epoch % cfg.eval_every == 0 or is_last
             if is_last:
                 train_loss, train_correct = train_step.loss(model)
             else:
-                train_loss, train_correct = train_step.loss_and_grad(model)
-            if epoch % cfg.eval_every == 0 or is_last:
+                train_loss, train_correct = train_step.loss_and_grad(model, accuracy=log_row)
+            if log_row:
                 test_loss, test_correct = test_eval.loss(model)
                 row = {
                     "epoch": epoch,
