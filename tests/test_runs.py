@@ -97,3 +97,11 @@ def test_checkpoint_needs_no_pickle(run_dir):
     # safetensors files hold raw tensors and JSON only: no pickle opcodes anywhere
     header = runs.checkpoint_path(run_dir, 20).read_bytes()[:200]
     assert header[8:9] == b"{"
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    target = tmp_path / "file.bin"
+    runs.atomic_write_bytes(target, b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
