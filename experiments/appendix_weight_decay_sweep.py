@@ -12,30 +12,15 @@ Writes RUN/figures/appendix_weight_decay_sweep.html and .csv (weight_decay, epoc
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from experiments._figure import sweep_main
 from mechgrok import figures
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="run folder whose settings the sweep copies")
-    parser.add_argument("--values", type=float, nargs="+", default=[0.3, 1.0, 3.0], help="weight decays")
-    parser.add_argument("--epochs", type=int, default=5000, help="epochs per run (default: 5000)")
-    parser.add_argument("--out", default=None, help=f"output folder (default: RUN/{figures.FIGURE_DIR})")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    args = parser.parse_args(argv)
-    try:
-        out = figures.appendix_weight_decay_sweep(args.run, args.values, args.epochs, progress_bar=not args.no_progress)
-        paths = figures.write_figure(out, args.run, args.out)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"appendix_weight_decay_sweep: error: {err}", file=sys.stderr)
-        return 2
-    print(f"appendix_weight_decay_sweep: {out.caption}")
-    for path in paths:
-        print(f"  wrote {path}")
-    return 0
+    return sweep_main("appendix_weight_decay_sweep", __doc__, argv, flag="--values", values_help="weight decays", default=[0.3, 1.0, 3.0],
+                      build=figures.appendix_weight_decay_sweep)
 
 
 if __name__ == "__main__":
