@@ -24,7 +24,7 @@ import pandas as pd
 from mechgrok import ablations, circuits
 from mechgrok.runs import load_run
 
-# Paper numbers for the headline table (REFERENCE §3-§4); NaN where the paper gives none. The
+# Paper numbers for the headline table (docs/concepts.md-§4); NaN where the paper gives none. The
 # paper's W_L residual ("0.55% of its norm") is ambiguous, so it stands beside both of ours.
 PAPER = {
     "loss (all inputs)": 2.41e-7,

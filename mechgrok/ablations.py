@@ -324,7 +324,7 @@ def excluded_logits(logits: Float[Tensor, "batch d_vocab_out"], key_freqs: Itera
 def restricted_loss(
     logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"], key_freqs: Iterable[int]
 ) -> float:
-    """REFERENCE §5: the loss over all p² inputs of ``restricted_logits``.
+    """docs/concepts.md: the loss over all p² inputs of ``restricted_logits``.
 
     ``logits`` are the last-position logits over all p² inputs in grid order.
     """
@@ -337,7 +337,7 @@ def excluded_loss(
     key_freqs: Iterable[int],
     train: Int[Tensor, "n_train"],
 ) -> float:
-    """REFERENCE §5: the loss of ``excluded_logits`` on the train inputs only (indices ``train``)."""
+    """docs/concepts.md: the loss of ``excluded_logits`` on the train inputs only (indices ``train``)."""
     return cross_entropy(excluded_logits(logits, key_freqs)[train], labels[train]).item()
 
 
@@ -417,7 +417,7 @@ def neuron_projection_hook(
     return hook_fn
 
 
-# The paper's §4.4 losses (REFERENCE §4), on all p² inputs of its p=113 model.
+# The paper's §4.4 losses (Nanda et al. §4.4), on all p² inputs of its p=113 model.
 PAPER_SECTION_4_4: dict[str, float] = {
     "original": 2.41e-7,
     "clustered neurons -> single-frequency degree-2 approximation": 2.48e-7,

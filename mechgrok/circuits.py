@@ -1,4 +1,4 @@
-"""Readouts of a trained model's algorithm (Nanda et al. §4; REFERENCE §3).
+"""Readouts of a trained model's algorithm (Nanda et al. §4; docs/concepts.md).
 
 Every readout is a pure function of weights, activations or logits that returns tensors, a
 pandas table or a small dataclass. ``gather_activations(model)`` is the one function here that
@@ -281,7 +281,7 @@ def neuron_frequency_fractions(neurons: Float[Tensor, "batch neuron"]) -> Float[
 
 
 def neuron_clusters(neurons: Float[Tensor, "batch neuron"], threshold: float = 0.85) -> pd.DataFrame:
-    """Cluster neurons by frequency (REFERENCE §3).
+    """Cluster neurons by frequency (docs/concepts.md).
 
     Returns one row per neuron: ``neuron``, ``frequency`` (the best-explaining k; 0 for a neuron
     with no variance), ``fraction_explained`` (its fraction in that k's 8 terms) and ``cluster``

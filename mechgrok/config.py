@@ -19,7 +19,7 @@ INITS = ("paper", "transformer_lens")
 
 @dataclass(frozen=True)
 class Config:
-    """Everything that defines a training run (defaults: the paper's mainline, REFERENCE §1)."""
+    """Everything that defines a training run (defaults: the paper's mainline, docs/training.md)."""
 
     # task
     p: int = 113

@@ -1,4 +1,4 @@
-"""Checkpoint formats in the wild (REFERENCE §9), read safely and returned in mechgrok's terms.
+"""Checkpoint formats in the wild (docs/formats.md), read safely and returned in mechgrok's terms.
 
 Two foreign formats are read:
 
@@ -59,7 +59,7 @@ _ORIGINAL_KEYS = ("model", "config", "state_dicts", "epochs", "train_losses", "t
 _ORIGINAL_DEFAULTS = {"lr": 1e-3, "weight_decay": 1.0, "fn_name": "add", "num_epochs": 50_000, "save_every": 100}
 # The original's fn_name -> mechgrok's op ("rand" has no mechgrok counterpart).
 _ORIGINAL_OPS = {"add": "add", "subtract": "sub", "x2xyy2": "x2xyy2"}
-# The original stores the test loss every 10 epochs (REFERENCE §9) unless it stored one per epoch.
+# The original stores the test loss every 10 epochs (docs/formats.md) unless it stored one per epoch.
 _ORIGINAL_TEST_LOSS_STRIDE = 10
 
 
@@ -270,7 +270,7 @@ def _read_demo(path: str, data: dict) -> ForeignRun:
     def int_field(name: str) -> int:
         return _as_int(path, f"config.{name}", field(name))
 
-    # The architecture must be the one mechgrok's model has (REFERENCE §1).
+    # The architecture must be the one mechgrok's model has (docs/training.md).
     for name, want in (("n_layers", 1), ("n_ctx", 3)):
         if int_field(name) != want:
             raise ValueError(f"{path}: config.{name}={fields[name]!r}, but mechgrok's model has {name}={want}")
@@ -443,7 +443,7 @@ def _read_original(path: str, data: dict) -> ForeignRun:
 
 
 def _original_shapes(n_heads: int, d_head: int, d_model: int, d_mlp: int, d_vocab: int) -> dict[str, tuple[int, ...]]:
-    """The original code's own layout (REFERENCE §9)."""
+    """The original code's own layout (docs/formats.md)."""
     return {
         "embed.W_E": (d_model, d_vocab),
         "pos_embed.W_pos": (3, d_model),

@@ -1,6 +1,6 @@
 """The Fourier basis over residues mod p, its 1D and 2D transforms, and projections.
 
-Conventions (REFERENCE §2), for odd p and K = (p-1)/2 frequencies, w_k = 2πk/p:
+Conventions (docs/concepts.md), for odd p and K = (p-1)/2 frequencies, w_k = 2πk/p:
 
 * ``fourier_basis(p)`` is a p×p orthonormal matrix F whose rows are, in this order::
 
@@ -220,7 +220,7 @@ def frequency_norms(coefficients: Float[Tensor, "component *channel"]) -> Float[
 
 # ----------------------------------------------------------------------------- directions
 def sum_directions(p: int, k: int) -> Float[Tensor, "2 a b"]:
-    """Unit cos(w_k(a+b)) and sin(w_k(a+b)) over the input grid (REFERENCE §2).
+    """Unit cos(w_k(a+b)) and sin(w_k(a+b)) over the input grid (docs/concepts.md).
 
     In the basis they are (cos_a cos_b - sin_a sin_b)/sqrt(2) and (sin_a cos_b + cos_a sin_b)/sqrt(2).
     """
@@ -245,7 +245,7 @@ def frequency_directions_2d(p: int, ks: Iterable[int], terms: Terms = "sum") -> 
     ``terms="sum"``: the 2 directions cos(w_k(a+b)), sin(w_k(a+b)), the ones the model's
     algorithm uses and that restricted/excluded loss project onto.
     ``terms="all"``: the 8 basis terms built from frequency k and the constant, as in the
-    neuron clusters (REFERENCE §3): const⊗cos/sin k, cos/sin k⊗const and the 4 products
+    neuron clusters (docs/concepts.md): const⊗cos/sin k, cos/sin k⊗const and the 4 products
     cos/sin k ⊗ cos/sin k. They contain the two "sum" directions. Cross-frequency products
     (cos j ⊗ cos k, j ≠ k) belong to no frequency.
     """

@@ -83,7 +83,7 @@ def build_model(
     d_vocab_out: int | None = None,
     split: Split | None = None,
 ) -> HookedTransformer:
-    """A ``HookedTransformer`` of the paper's shape (REFERENCE §1), initialised from ``cfg.seed``.
+    """A ``HookedTransformer`` of the paper's shape (docs/training.md), initialised from ``cfg.seed``.
 
     ``cfg.init == "paper"``: every weight ~ N(0, 1/d_model), W_U ~ N(0, 1/d_vocab), biases 0.
     ``cfg.init == "transformer_lens"``: TransformerLens's own init with ``seed=cfg.seed``.

@@ -1,4 +1,4 @@
-"""Progress measures (Nanda et al. §5; REFERENCE §5) at every checkpoint of a run.
+"""Progress measures (Nanda et al. §5; docs/concepts.md) at every checkpoint of a run.
 
 One row per saved checkpoint, one column per measure:
 

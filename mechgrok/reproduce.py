@@ -1,6 +1,6 @@
 """The whole reproduction in one call: what ``mechgrok reproduce`` and ``make reproduce`` run.
 
-1. Train the paper's mainline (p=113, REFERENCE §1 settings, a checkpoint every 100 epochs) for
+1. Train the paper's mainline (p=113, docs/training.md settings, a checkpoint every 100 epochs) for
    each seed (one after another, or ``parallel`` at once in separate processes), or reuse a run
    that already reached the asked epochs. Seed ``s0`` (the config's
    seed) lives in ``OUT/``; further seeds in ``OUT/seeds/seed_<s>/``.

@@ -1,4 +1,4 @@
-"""Process-level settings that make every training step faster (REFERENCE §10).
+"""Process-level settings that make every training step faster (docs/training.md).
 
 Both change process-wide state, so :func:`mechgrok.train.train` applies them only when asked
 (``tune_process=True``, the default of the CLI and of ``train``):

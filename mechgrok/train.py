@@ -1,6 +1,6 @@
 """The trainer: full-batch AdamW on the fast exact step, with safe, resumable run folders.
 
-One epoch is one optimizer step on the whole train split (REFERENCE §1). "Epoch e" means the
+One epoch is one optimizer step on the whole train split (docs/training.md). "Epoch e" means the
 state after e steps: the metrics row and the checkpoint for epoch e describe that state, and
 epoch 0 is the initialisation. The learning rate of step e (0-based) is
 ``lr * min(e / warmup_steps, 1)``, as in the original code.

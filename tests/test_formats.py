@@ -1,4 +1,4 @@
-"""Foreign checkpoint formats, read safely (mechgrok/formats.py, REFERENCE §9).
+"""Foreign checkpoint formats, read safely (mechgrok/formats.py, docs/formats.md).
 
 The files are written here by each format's own recipe: a real TransformerLens model saved the
 way the Grokking demo saves it, and a small independent implementation of the original model's
@@ -29,7 +29,7 @@ BUFFERS = {"blocks.0.attn.mask", "blocks.0.attn.IGNORE"}
 
 
 def demo_model(p: int, seed: int = 999) -> HookedTransformer:
-    """The demo's model (REFERENCE §9), at any p."""
+    """The demo's model (docs/formats.md), at any p."""
     cfg = HookedTransformerConfig(
         n_layers=1,
         n_heads=4,
@@ -167,7 +167,7 @@ def test_demo_config_from_older_transformer_lens(tmp_path, monkeypatch):
 
 
 def original_weights(p_vocab: int, d_model=128, n_heads=4, d_mlp=512, seed=0):
-    """Random weights in the original code's layout (REFERENCE §9), with nonzero MLP biases."""
+    """Random weights in the original code's layout (docs/formats.md), with nonzero MLP biases."""
     g = torch.Generator().manual_seed(seed)
     d_head = d_model // n_heads
 
@@ -209,7 +209,7 @@ def original_forward(sd, tokens):
 
 
 def original_split(p, frac_train, seed):
-    """The original's gen_train_test, as REFERENCE §9 states it, as flat indices a*p + b."""
+    """The original's gen_train_test, as docs/formats.md states it, as flat indices a*p + b."""
     pairs = [(i, j, p) for i in range(p) for j in range(p)]
     rng = random.Random()
     rng.seed(seed)

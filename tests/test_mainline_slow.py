@@ -1,4 +1,4 @@
-"""End-to-end: the paper's mainline run groks (REFERENCE §1). Minutes, so marked slow."""
+"""End-to-end: the paper's mainline run groks (docs/training.md). Minutes, so marked slow."""
 
 import pytest
 
