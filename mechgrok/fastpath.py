@@ -123,7 +123,8 @@ class FastPath:
             return self._forward(_weights(model)).logits
 
     def loss(self, model: torch.nn.Module) -> tuple[Tensor, Tensor]:
-        """(mean float64 cross-entropy, number correct) of the task's p logits, without gradients."""
+        """(mean float64 cross-entropy over every output logit, number of correct argmax among the
+        p residues), without gradients. The two differ only for a p+1 wide unembed."""
         logits = self.logits(model)
         return _loss_and_correct(logits, self.labels, self.p)
 
