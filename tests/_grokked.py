@@ -15,8 +15,10 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 import torch
 
+from mechgrok import circuits
 from mechgrok.config import Config
 from mechgrok.model import build_model
 from mechgrok.task import Task, make_split
@@ -111,3 +113,19 @@ def p113_run():
         pytest.skip(f"no p=113 run at {P113_RUN}; train one with `mechgrok train --out {P113_RUN}`")
     run = load_run(P113_RUN)
     return run.model, circuits.gather_activations(run.model)
+
+
+# Shared module-scoped fixtures: import them into a test module to use them.
+@pytest.fixture(scope="module")
+def model():
+    return grokked_model()
+
+
+@pytest.fixture(scope="module")
+def acts(model):
+    return circuits.gather_activations(model)
+
+
+@pytest.fixture(scope="module")
+def key(acts):
+    return circuits.key_frequencies(acts)

@@ -11,26 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from _grokked import EPOCHS, P, grokked_model, p113_run, write_run_folder
+from _grokked import EPOCHS, P, acts, grokked_model, key, model, p113_run, write_run_folder  # noqa: F401 (fixtures)
 from mechgrok import ablations, circuits, fourier, hooks
 from mechgrok.config import Config
 from mechgrok.model import build_model
 from mechgrok.task import Task
 
 
-@pytest.fixture(scope="module")
-def model():
-    return grokked_model()
-
-
-@pytest.fixture(scope="module")
-def acts(model):
-    return circuits.gather_activations(model)
-
-
-@pytest.fixture(scope="module")
-def key(acts):
-    return circuits.key_frequencies(acts)
 
 
 # ----------------------------------------------------------------------------- reference formulas

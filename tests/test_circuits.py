@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from _grokked import P, grokked_model
+from _grokked import P, acts, grokked_model, key, model  # noqa: F401 (fixtures)
 from mechgrok import ablations, circuits, fourier, hooks
 from mechgrok.task import Task
 
@@ -20,19 +20,6 @@ def wave(fn, k, x):
     return fn(2 * math.pi * k * x / P)
 
 
-@pytest.fixture(scope="module")
-def model():
-    return grokked_model()
-
-
-@pytest.fixture(scope="module")
-def acts(model):
-    return circuits.gather_activations(model)
-
-
-@pytest.fixture(scope="module")
-def key(acts):
-    return circuits.key_frequencies(acts)
 
 
 # ----------------------------------------------------------------------------- reference formulas
