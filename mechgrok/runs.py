@@ -190,7 +190,6 @@ class Run:
 
     path: Path | None
     config: Config
-    task: Task
     split: Split
     model: HookedTransformer
     epoch: int
@@ -198,11 +197,16 @@ class Run:
     checkpoint_epochs: list[int] = field(default_factory=list)
     source_format: str = "mechgrok"
 
+    @property
+    def task(self) -> Task:
+        return Task(self.config.p, self.config.op)
+
     def load_epoch(self, epoch: int) -> HookedTransformer:
-        """The model at a saved epoch of this run."""
+        """The model at a saved epoch of this run (only that checkpoint file is read)."""
         if self.path is None or epoch not in self.checkpoint_epochs:
             raise ValueError(f"epoch {epoch} was not saved; saved epochs are {_epochs_summary(self.checkpoint_epochs)}")
-        return load_checkpoint(checkpoint_path(self.path, epoch)).model
+        ckpt = read_checkpoint_file(checkpoint_path(self.path, epoch))
+        return model_from_state(ckpt.config, ckpt.model_state, ckpt.split)
 
     def iter_checkpoints(self) -> Iterator[tuple[int, HookedTransformer]]:
         for epoch in self.checkpoint_epochs:
@@ -267,7 +271,6 @@ def load_checkpoint(path: str | Path, *, p: int | None = None) -> Run:
         return Run(
             path=None,
             config=foreign.config,
-            task=Task(foreign.config.p, foreign.config.op),
             split=foreign.split,
             model=model,
             epoch=foreign.config.epochs,
@@ -282,7 +285,6 @@ def load_checkpoint(path: str | Path, *, p: int | None = None) -> Run:
     return Run(
         path=run_dir,
         config=ckpt.config,
-        task=Task(ckpt.config.p, ckpt.config.op),
         split=ckpt.split,
         model=model,
         epoch=ckpt.epoch,
