@@ -1,54 +1,99 @@
-"""mechgrok: mechanistic interpretability of grokking on modular arithmetic.
+"""mechgrok: mechanistic interpretability of grokking.
 
-The supported public API is re-exported here; submodules hold the rest:
-``task``, ``config``, ``model`` (the only TransformerLens import), ``fastpath`` and ``train``,
-``runs`` (run folders, checkpoints), ``fourier``, ``circuits``, ``ablations``, ``hooks``.
+The supported API is re-exported here and imported lazily: ``import mechgrok`` loads neither
+torch nor TransformerLens, and each name pulls in its module on first use. The layers
+(docs/architecture.md):
+
+* ``config``, ``registry``, ``hooks``, ``scoring``: configuration, names, losses.
+* ``tasks``: what a model is trained on.  ``models``: model families (the one TransformerLens
+  import lives in ``models.lens``).
+* ``training``: the resumable trainer.  ``runs``, ``formats``: run folders and foreign files.
+* ``analysis``: Fourier readouts, circuits, ablations, progress measures, phases, tables.
+* ``report``: figures and the HTML report.  ``reproduce``: one module per source work.
 """
 
-from mechgrok.ablations import (
-    AblationResult,
-    ablate_frequencies,
-    embedding_hook,
-    evaluate,
-    excluded_loss,
-    frequency_ablation_losses,
-    frequency_hooks,
-    logit_hook,
-    neuron_hook,
-    restricted_loss,
-)
-from mechgrok.circuits import gather_activations, key_frequencies, neuron_clusters
-from mechgrok.config import Config
-from mechgrok.model import RunInfo, build_model, run_info
-from mechgrok.runs import Run, load_checkpoint, load_run
-from mechgrok.task import OPERATIONS, Split, Task, make_split
-from mechgrok.train import TrainResult, train
+from __future__ import annotations
 
-__all__ = [
-    "AblationResult",
-    "Config",
-    "OPERATIONS",
-    "Run",
-    "RunInfo",
-    "Split",
-    "Task",
-    "TrainResult",
-    "ablate_frequencies",
-    "build_model",
-    "embedding_hook",
-    "evaluate",
-    "excluded_loss",
-    "frequency_ablation_losses",
-    "frequency_hooks",
-    "gather_activations",
-    "key_frequencies",
-    "load_checkpoint",
-    "load_run",
-    "logit_hook",
-    "make_split",
-    "neuron_clusters",
-    "neuron_hook",
-    "restricted_loss",
-    "run_info",
-    "train",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "Config": "mechgrok.config",
+    "Site": "mechgrok.hooks",
+    "HookFn": "mechgrok.hooks",
+    "Task": "mechgrok.tasks.base",
+    "FiniteTask": "mechgrok.tasks.base",
+    "SampledTask": "mechgrok.tasks.base",
+    "Split": "mechgrok.tasks.base",
+    "make_split": "mechgrok.tasks.base",
+    "ModularTask": "mechgrok.tasks.modular",
+    "OPERATIONS": "mechgrok.tasks.modular",
+    "ModelFamily": "mechgrok.models.family",
+    "build_model": "mechgrok.models.transformer",
+    "Run": "mechgrok.runs",
+    "RunInfo": "mechgrok.runs",
+    "attach": "mechgrok.runs",
+    "attached": "mechgrok.runs",
+    "run_info": "mechgrok.runs",
+    "load_checkpoint": "mechgrok.runs",
+    "load_run": "mechgrok.runs",
+    "TrainResult": "mechgrok.training.loop",
+    "train": "mechgrok.training.loop",
+    "AblationResult": "mechgrok.scoring",
+    "evaluate": "mechgrok.analysis.ablations",
+    "ablate_frequencies": "mechgrok.analysis.ablations",
+    "embedding_hook": "mechgrok.analysis.ablations",
+    "neuron_hook": "mechgrok.analysis.ablations",
+    "logit_hook": "mechgrok.analysis.ablations",
+    "frequency_hooks": "mechgrok.analysis.ablations",
+    "restricted_loss": "mechgrok.analysis.ablations",
+    "excluded_loss": "mechgrok.analysis.ablations",
+    "frequency_ablation_losses": "mechgrok.analysis.ablations",
+    "gather_activations": "mechgrok.analysis.circuits",
+    "key_frequencies": "mechgrok.analysis.circuits",
+    "neuron_clusters": "mechgrok.analysis.circuits",
+    "load_progress": "mechgrok.analysis.progress",
+    "reproduce": "mechgrok.reproduce.pipeline",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mechgrok' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from mechgrok.analysis.ablations import (
+        ablate_frequencies,
+        embedding_hook,
+        evaluate,
+        excluded_loss,
+        frequency_ablation_losses,
+        frequency_hooks,
+        logit_hook,
+        neuron_hook,
+        restricted_loss,
+    )
+    from mechgrok.analysis.circuits import gather_activations, key_frequencies, neuron_clusters
+    from mechgrok.analysis.progress import load_progress
+    from mechgrok.config import Config
+    from mechgrok.hooks import HookFn, Site
+    from mechgrok.models.family import ModelFamily
+    from mechgrok.models.transformer import build_model
+    from mechgrok.reproduce.pipeline import reproduce
+    from mechgrok.runs import Run, RunInfo, attach, attached, load_checkpoint, load_run, run_info
+    from mechgrok.scoring import AblationResult
+    from mechgrok.tasks.base import FiniteTask, SampledTask, Split, Task, make_split
+    from mechgrok.tasks.modular import OPERATIONS, ModularTask
+    from mechgrok.training.loop import TrainResult, train

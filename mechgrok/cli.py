@@ -7,12 +7,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from mechgrok.config import INITS, Config
-from mechgrok.task import OPERATIONS
+from mechgrok.config import INITS, LOSS_DTYPES, OPERATION_NAMES, Config
 
 _HELP = {
     "p": "the modulus; the `=` token is p",
-    "op": f"the operation: {', '.join(OPERATIONS)}",
+    "op": f"the operation: {', '.join(OPERATION_NAMES)}",
+    "family": "model family (mechgrok.registry)",
+    "loss_dtype": f"precision of the training loss: {', '.join(LOSS_DTYPES)}",
     "frac_train": "fraction of all pairs used for training",
     "seed": "seed of the split and of the initialisation",
     "d_model": "residual stream width",
@@ -52,7 +53,7 @@ def _config_from_args(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mechgrok.train import train
+    from mechgrok.training.loop import train
 
     cfg = _config_from_args(args)
     out = Path(args.out) if args.out else default_run_dir(cfg)
@@ -93,7 +94,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from mechgrok.reproduce import PAPER_EPOCHS, reproduce
+    from mechgrok.reproduce.pipeline import PAPER_EPOCHS, reproduce
 
     epochs = PAPER_EPOCHS if args.paper else args.epochs
     try:
@@ -115,6 +116,50 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    from mechgrok.reproduce.pipeline import write_ablation_tables
+
+    _, paths = write_ablation_tables(args.run, epoch=args.epoch, rule=args.rule, threshold=args.threshold, out=args.out)
+    print(f"wrote {len(paths) - 1} CSV tables and {paths[-1].name} to {paths[-1].parent}")
+    return 0
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    from mechgrok.report import figures
+
+    analysis = figures.RunAnalysis(args.run, rule=args.rule, threshold=args.threshold)
+    out = figures.make_figure(args.name, analysis)
+    paths = figures.write_figure(out, args.run, args.out)
+    print(f"{args.name}: {out.caption}")
+    for path in paths:
+        print(f"  wrote {path}")
+    return 0
+
+
+_SWEEP_DEFAULTS = {"frac_train": [0.3, 0.4, 0.5, 0.6, 0.7], "weight_decay": [0.3, 1.0, 3.0]}
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from mechgrok.report import figures
+
+    build = {"frac_train": figures.appendix_frac_train_sweep, "weight_decay": figures.appendix_weight_decay_sweep}[args.field]
+    values = args.values or _SWEEP_DEFAULTS[args.field]
+    out = build(args.run, values, args.epochs, progress_bar=not args.no_progress)
+    paths = figures.write_figure(out, args.run, args.out)
+    print(f"{out.name}: {out.caption}")
+    for path in paths:
+        print(f"  wrote {path}")
+    return 0
+
+
+def _add_analysis_flags(parser: argparse.ArgumentParser, out_default: str) -> None:
+    parser.add_argument("--run", required=True, help="run folder (mechgrok train / mechgrok reproduce --out RUN)")
+    parser.add_argument("--rule", default="W_L",
+                        help="key-frequency rule: W_L (default, the paper's definition), W_E or clusters")
+    parser.add_argument("--threshold", type=float, default=0.85, help="neuron-cluster threshold (default: 0.85)")
+    parser.add_argument("--out", default=None, help=f"output folder (default: RUN/{out_default})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mechgrok", description="Mechanistic interpretability of grokking.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_info.add_argument("path", help="run folder, .safetensors checkpoint, or a foreign .pth file")
     p_info.set_defaults(func=cmd_info)
 
-    from mechgrok.reproduce import DEFAULT_EPOCHS, PAPER_EPOCHS
+    from mechgrok.reproduce.nanda2023 import EPOCHS as PAPER_EPOCHS
+
+    DEFAULT_EPOCHS = Config().epochs
 
     p_rep = sub.add_parser("reproduce", help="train the mainline (or reuse it), compute the progress measures, "
                            "make every figure and the ablation table, and write report.html + summary.json")
@@ -144,6 +191,30 @@ def build_parser() -> argparse.ArgumentParser:
                        "single-thread processes give ~1.2x the throughput of one)")
     p_rep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p_rep.set_defaults(func=cmd_reproduce)
+
+    p_table = sub.add_parser("table", help="write the reverse-engineering tables of a run (§4.4, Fig. 6, Table 1, "
+                             "clusters, headline numbers beside the paper's) to RUN/analysis")
+    _add_analysis_flags(p_table, "analysis")
+    p_table.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default: the newest)")
+    p_table.set_defaults(func=cmd_table)
+
+    from mechgrok.report import FIGURE_NAMES
+
+    p_fig = sub.add_parser("figure", help="build one figure of a run into RUN/figures (HTML and its data as CSV)")
+    p_fig.add_argument("name", choices=FIGURE_NAMES, help="the figure")
+    _add_analysis_flags(p_fig, "figures")
+    p_fig.set_defaults(func=cmd_figure)
+
+    p_sweep = sub.add_parser("sweep", help="opt-in appendix sweeps: train one run per value of a config field with "
+                             "RUN's other settings, then plot their test loss and accuracy")
+    p_sweep.add_argument("field", choices=tuple(_SWEEP_DEFAULTS), help="the config field to sweep")
+    p_sweep.add_argument("--run", required=True, help="run folder whose settings the sweep copies")
+    p_sweep.add_argument("--values", type=float, nargs="+", default=None,
+                         help="values to try (default: " + "; ".join(f"{k} {' '.join(map(str, v))}" for k, v in _SWEEP_DEFAULTS.items()) + ")")
+    p_sweep.add_argument("--epochs", type=int, default=5000, help="epochs per run (default: 5000)")
+    p_sweep.add_argument("--out", default=None, help="output folder (default: RUN/figures)")
+    p_sweep.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p_sweep.set_defaults(func=cmd_sweep)
     return parser
 
 

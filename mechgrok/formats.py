@@ -41,8 +41,8 @@ from jaxtyping import Int
 from torch import Tensor
 
 from mechgrok.config import Config
-from mechgrok.model import BUFFER_NAMES, PARAMETER_NAMES
-from mechgrok.task import Split
+from mechgrok.models.transformer import BUFFER_NAMES, PARAMETER_NAMES
+from mechgrok.tasks.base import Split
 
 __all__ = ["FORMATS", "ForeignRun", "read_foreign"]
 

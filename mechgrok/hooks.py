@@ -1,7 +1,8 @@
-"""Hook-point names of the model, in one place, with their shapes and the axis-name glossary.
+"""Hook-point names, their shapes, the axis-name glossary, ``Site`` and ``HookFn``.
 
-Every module that reads or edits activations names its hook point through a constant here,
-so a TransformerLens rename changes this file only. ``docs/hooks.md`` renders the same table;
+Every module that reads or edits activations names its hook point through a constant here
+(or through a model family's ``sites``), so a TransformerLens rename changes this file only.
+A :class:`Site` is a hook point plus an optional position: the place an ablation acts on. ``docs/hooks.md`` renders the same table;
 ``tests/test_hooks.py`` checks that each hook fires with the shape written in ``HOOK_SHAPES``.
 
 Axis names (the glossary used by every jaxtyping annotation in mechgrok):
@@ -28,7 +29,16 @@ d_vocab_out    output logits: p, or p + 1 for old checkpoints that include ``=``
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
 __all__ = [
+    "HookFn",
+    "Site",
     "EMBED",
     "POS_EMBED",
     "RESID_PRE",
@@ -92,3 +102,34 @@ HOOK_MEANINGS: dict[str, str] = {
     RESID_POST: "residual stream after the block, the unembed's input",
     LOGITS: "logits; the logit ablation site (at pos 2)",
 }
+
+
+# A TransformerLens forward hook: ``fn(activation, hook) -> activation`` (or None to leave it).
+HookFn = Callable[["Tensor", Any], "Tensor"]
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where an intervention acts: a hook point and, optionally, one position of it.
+
+    ``pos=None`` means the whole activation. With a position, :meth:`apply` edits only
+    ``activation[:, pos]`` (axis 1 is ``pos`` at every sequence hook in the glossary).
+    """
+
+    hook: str
+    pos: int | None = None
+
+    def select(self, activation: Tensor) -> Tensor:
+        """The part of the activation this site names."""
+        return activation if self.pos is None else activation[:, self.pos]
+
+    def apply(self, activation: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """A copy of ``activation`` with the site's part replaced by ``fn(part)``."""
+        if self.pos is None:
+            return fn(activation)
+        out = activation.clone()
+        out[:, self.pos] = fn(activation[:, self.pos])
+        return out
+
+    def describe(self) -> str:
+        return self.hook if self.pos is None else f"{self.hook} at pos {self.pos}"

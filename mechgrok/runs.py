@@ -4,7 +4,7 @@ A run is one folder::
 
     runs/<name>/
         config.json                      the Config, with the schema version
-        split.safetensors                train / test indices into Task.pairs()
+        split.safetensors                train / test indices into ModularTask.pairs()
         metrics.csv                      epoch, train/test loss and accuracy, elapsed_s
         checkpoints/epoch_000100.safetensors   weights every ``checkpoint_every`` epochs
         resume.safetensors               newest weights plus optimizer state
@@ -22,9 +22,11 @@ import io
 import json
 import os
 import tempfile
+import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pandas as pd
 import torch
@@ -33,11 +35,13 @@ from safetensors.torch import load as st_load_bytes
 from safetensors.torch import save as st_save_bytes
 from torch import Tensor
 
-from mechgrok.config import Config
-from mechgrok.model import BUFFER_NAMES, HookedTransformer, build_model
-from mechgrok.task import Split, Task
+from mechgrok.config import READABLE_SCHEMAS, SCHEMA_VERSION, Config
+from mechgrok.tasks.base import Split
+from mechgrok.tasks.modular import ModularTask
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from mechgrok.models.lens import HookedTransformer
+
 CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.safetensors"
 METRICS_FILE = "metrics.csv"
@@ -47,8 +51,11 @@ METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "
 
 
 # --------------------------------------------------------------------------- atomic writes
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+def _current_umask() -> int:
+    """The process umask, read now (a umask can only be read by setting it, so it is set back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -57,7 +64,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; run files are ordinary files
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes files private; run files are ordinary files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -90,6 +97,8 @@ def state_tensors(model: torch.nn.Module) -> dict[str, Tensor]:
 
 
 def _is_buffer_name(name: str) -> bool:
+    from mechgrok.models.transformer import BUFFER_NAMES
+
     return name in BUFFER_NAMES
 
 
@@ -141,13 +150,21 @@ def read_checkpoint_file(path: Path) -> CheckpointFile:
         ) from None
     if metadata.get("format") != "mechgrok":
         raise ValueError(f"{path} is a safetensors file but not a mechgrok checkpoint (no 'format: mechgrok' metadata)")
-    version = int(metadata.get("schema_version", "-1"))
-    if version != SCHEMA_VERSION:
+    try:
+        version = int(metadata.get("schema_version", "-1"))
+    except ValueError:
+        version = -1
+    if version not in READABLE_SCHEMAS:
         raise ValueError(
-            f"{path} has checkpoint schema version {version}, but this mechgrok reads version {SCHEMA_VERSION}; "
+            f"{path} has checkpoint schema version {version}, but this mechgrok reads versions {READABLE_SCHEMAS}; "
             "use the mechgrok release that wrote it"
         )
-    cfg = Config.from_dict(json.loads(metadata["config"]))
+    try:
+        cfg = Config.from_dict(json.loads(metadata["config"]), schema_version=version)
+    except (KeyError, json.JSONDecodeError, TypeError) as err:
+        raise ValueError(f"{path}: its metadata holds no readable config ({err!r}); the file is damaged") from None
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     optim = {k.removeprefix("optim."): v for k, v in tensors.items() if k.startswith("optim.")}
     split = Split(train=tensors["split.train"], test=tensors["split.test"])
@@ -178,9 +195,55 @@ def _check_consistent(ckpt: CheckpointFile) -> None:
             f"{ckpt.path}: its config says p={cfg.p}, d_model={cfg.d_model}, so W_E should be "
             f"{(cfg.d_vocab, cfg.d_model)}, but it is {shape}; the file is damaged or was edited"
         )
-    n_pairs = Task(cfg.p, cfg.op).n_pairs
+    n_pairs = ModularTask(cfg.p, cfg.op).n_pairs
     if len(ckpt.split.train) + len(ckpt.split.test) != n_pairs:
         raise ValueError(f"{ckpt.path}: its split covers {len(ckpt.split.train) + len(ckpt.split.test)} pairs, but p={cfg.p} has {n_pairs}")
+
+
+# --------------------------------------------------------------------------- what a model was trained on
+@dataclass(frozen=True)
+class RunInfo:
+    """What a model was trained on: its config, task and split."""
+
+    config: Config
+    task: ModularTask
+    split: Split
+
+
+_ATTACHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def attach(model: torch.nn.Module, cfg: Config, split: Split) -> RunInfo:
+    """Record that ``model`` was trained on ``cfg``'s task with ``split`` (no attribute is set on it).
+
+    ``load_run``, ``load_checkpoint``, ``train`` and ``build_model(cfg, split=...)`` do this, so
+    analyses called with the bare model (``ablate_frequencies(model, ks)``) find its task and
+    split. The record lives as long as the model.
+    """
+    info = RunInfo(config=cfg, task=ModularTask(cfg.p, cfg.op), split=split)
+    _ATTACHED[model] = info
+    return info
+
+
+def attached(model: object) -> RunInfo:
+    """The task, split and config of a model (or of a :class:`Run`), or a clear error if unknown."""
+    if isinstance(model, Run):
+        return RunInfo(config=model.config, task=model.task, split=model.split)
+    info = _ATTACHED.get(model) if isinstance(model, torch.nn.Module) else None
+    if info is None:
+        raise ValueError(
+            "mechgrok does not know what this model was trained on; load it with mechgrok.load_run / "
+            "load_checkpoint (and pass run.model or the run), build it with build_model(cfg, split=...), "
+            "or call mechgrok.runs.attach(model, cfg, split) on a model you made yourself"
+        )
+    return info
+
+
+def run_info(model: object) -> RunInfo:
+    """Deprecated: use :func:`attached` (or pass the :class:`Run` itself)."""
+    warnings.warn("mechgrok.run_info is deprecated; use mechgrok.runs.attached(model) or pass the Run",
+                  DeprecationWarning, stacklevel=2)
+    return attached(model)
 
 
 # --------------------------------------------------------------------------- loading models
@@ -197,9 +260,12 @@ class Run:
     checkpoint_epochs: list[int] = field(default_factory=list)
     source_format: str = "mechgrok"
 
+    def __post_init__(self) -> None:
+        attach(self.model, self.config, self.split)
+
     @property
-    def task(self) -> Task:
-        return Task(self.config.p, self.config.op)
+    def task(self) -> ModularTask:
+        return ModularTask(self.config.p, self.config.op)
 
     def load_epoch(self, epoch: int) -> HookedTransformer:
         """The model at a saved epoch of this run (only that checkpoint file is read)."""
@@ -237,6 +303,8 @@ def checkpoint_epochs(run_dir: Path) -> list[int]:
 
 
 def model_from_state(cfg: Config, state: dict[str, Tensor], split: Split, d_vocab_out: int | None = None) -> HookedTransformer:
+    from mechgrok.models.transformer import build_model
+
     model = build_model(cfg, d_vocab_out=d_vocab_out, split=split)
     expected = set(state_tensors(model))
     if set(state) != expected:
@@ -324,9 +392,12 @@ def read_config(run_dir: Path) -> Config:
         payload = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); restore it or start a new run folder") from None
-    if payload.get("format") != "mechgrok" or payload.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path} is not a mechgrok config of schema version {SCHEMA_VERSION}")
-    return Config.from_dict(payload["config"])
+    if not isinstance(payload, dict) or payload.get("format") != "mechgrok" or payload.get("schema_version") not in READABLE_SCHEMAS:
+        raise ValueError(f"{path} is not a mechgrok config of a schema version this mechgrok reads {READABLE_SCHEMAS}")
+    try:
+        return Config.from_dict(payload.get("config"), schema_version=payload["schema_version"])
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def write_split(run_dir: Path, split: Split) -> None:

@@ -1,21 +1,25 @@
 """Process-level settings that make every training step faster (docs/training.md).
 
-Both change process-wide state, so :func:`mechgrok.train.train` applies them only when asked
-(``tune_process=True``, the default of the CLI and of ``train``):
+Each changes process-wide state, so each is a context manager that puts the old state back:
+:func:`mechgrok.training.loop.train` applies them for the length of the call only
+(``tune_process=True``, the default, and ``threads``):
 
+* **Threads.** :func:`torch_threads` sets torch's intra-op thread count; the default comes
+  from :func:`default_threads` (measured, docs/training.md).
 * **oneDNN float32 GEMMs.** ``torch.set_float32_matmul_precision("medium")`` routes CPU
   float32 matmuls to oneDNN, about twice as fast as MKL's AVX2 path on AMD CPUs. The setting
   formally permits bf16 on hardware that has it, so we keep it only if a probe GEMM still
   agrees with float64 to float32 accuracy; otherwise we put the old setting back.
 * **glibc malloc thresholds.** By default every step returns tens of MB of activations to the
   kernel and page-faults them back in. Raising the mmap and trim thresholds (``mallopt``)
-  keeps that memory in the process.
+  keeps that memory in the process. :func:`tuned_malloc` restores glibc's defaults afterwards.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -57,21 +61,86 @@ def fast_float32_matmul(enabled: bool = True) -> Iterator[bool]:
         torch.set_float32_matmul_precision(previous)
 
 
-def tune_malloc() -> bool:
-    """Keep freed activation memory in the process (glibc only); return whether it applied."""
+# glibc's documented defaults (mallopt(3)): the mmap threshold is dynamic from 128 KiB, the trim
+# threshold 128 KiB, the top pad 128 KiB (DEFAULT_TOP_PAD); setting them back fixes the mmap
+# threshold at 128 KiB, which only turns off its sliding adjustment.
+_GLIBC_DEFAULTS = {_M_MMAP_THRESHOLD: 128 * 1024, _M_TRIM_THRESHOLD: 128 * 1024, _M_TOP_PAD: 128 * 1024}
+_TUNED = {_M_MMAP_THRESHOLD: 32 * 2**20, _M_TRIM_THRESHOLD: 2**31 - 1, _M_TOP_PAD: 256 * 2**20}
+
+
+def _mallopt():
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        return libc.mallopt
     except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return None
+
+
+def _set_malloc(values: dict[int, int]) -> bool:
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
-    ok = mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
-    ok &= mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-    ok &= mallopt(_M_TOP_PAD, 256 * 2**20)
+    ok = 1
+    for param, value in values.items():
+        ok &= mallopt(param, value)
     return bool(ok)
 
 
-def tune_process() -> dict[str, bool]:
-    """Apply both settings; return which took effect."""
-    return {"fast_float32_matmul": enable_fast_float32_matmul(), "malloc": tune_malloc()}
+def tune_malloc() -> bool:
+    """Keep freed activation memory in the process (glibc only), process-wide until
+    :func:`reset_malloc`; return whether it applied. Prefer :func:`tuned_malloc`."""
+    return _set_malloc(_TUNED)
+
+
+def reset_malloc() -> bool:
+    """Put glibc's malloc thresholds back to their defaults; return whether it applied."""
+    return _set_malloc(_GLIBC_DEFAULTS)
+
+
+@contextmanager
+def tuned_malloc(enabled: bool = True) -> Iterator[bool]:
+    """Within the block, freed activation memory stays in the process; yields whether it applied."""
+    applied = tune_malloc() if enabled else False
+    try:
+        yield applied
+    finally:
+        if applied:
+            reset_malloc()
+
+
+def default_threads() -> int:
+    """The torch thread count training uses unless told otherwise: 1.
+
+    Measured on 2-core machines (docs/training.md): two OpenMP threads are faster only on an
+    idle machine, and when any other job holds a core they wait on each other and a step gets
+    many times slower; one thread never collapses. ``MECHGROK_THREADS`` overrides it.
+    """
+    value = os.environ.get("MECHGROK_THREADS")
+    if value is None:
+        return 1
+    return check_threads(value, "MECHGROK_THREADS")
+
+
+def check_threads(value: object, name: str = "threads") -> int:
+    """``value`` as a thread count >= 1, or a ``ValueError`` naming it and the fix."""
+    try:
+        n = int(value)  # type: ignore[call-overload]
+        if isinstance(value, bool) or isinstance(value, float) or n < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} must be an integer >= 1 (torch threads); pass e.g. {name}=1") from None
+    return n
+
+
+@contextmanager
+def torch_threads(threads: int | None = None) -> Iterator[int]:
+    """Within the block, torch uses ``threads`` intra-op threads (default :func:`default_threads`)."""
+    n = default_threads() if threads is None else check_threads(threads)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(previous)

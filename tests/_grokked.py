@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mechgrok import circuits
+from mechgrok.runs import attached
+
+from mechgrok.analysis import circuits
 from mechgrok.config import Config
-from mechgrok.model import build_model
-from mechgrok.task import Task, make_split
+from mechgrok.models.transformer import build_model
+from mechgrok.tasks.modular import ModularTask, make_split
 
 P = 31
 EPOCHS = 3000
@@ -33,7 +35,7 @@ CACHE = Path(tempfile.gettempdir()) / "mechgrok-test-cache"
 @functools.lru_cache(maxsize=None)
 def _trained_state(p: int, epochs: int, d_model: int, d_mlp: int, seed: int) -> tuple[Config, dict, object]:
     cfg = Config(p=p, frac_train=0.7, seed=seed, d_model=d_model, d_mlp=d_mlp, epochs=epochs)
-    task = Task(p)
+    task = ModularTask(p)
     split = make_split(task.n_pairs, cfg.frac_train, cfg.seed)
     model = build_model(cfg, split=split)
     path = CACHE / f"grokked-p{p}-e{epochs}-dm{d_model}-mlp{d_mlp}-s{seed}-torch{torch.__version__}.pt"
@@ -70,7 +72,7 @@ def _trained_state(p: int, epochs: int, d_model: int, d_mlp: int, seed: int) -> 
 
 def _fast_path(tokens, labels):
     try:
-        from mechgrok.fastpath import FastPath
+        from mechgrok.models.fastpath import FastPath
 
         return FastPath(tokens, labels)
     except (ImportError, AttributeError, TypeError):
@@ -90,7 +92,7 @@ def write_run_folder(model, run_dir: Path, epoch: int = 0) -> Path:
     """Save ``model`` as a one-checkpoint mechgrok run folder (for tests of run-folder tools)."""
     from mechgrok import runs
 
-    info = model.mechgrok
+    info = attached(model)
     runs.write_config(run_dir, info.config)
     runs.write_split(run_dir, info.split)
     runs.save_checkpoint(runs.checkpoint_path(run_dir, epoch), model, info.config, info.split, epoch)
@@ -106,7 +108,7 @@ def p113_run():
     """(model, GridActivations) of the newest checkpoint of the p=113 run, or skip the test."""
     import pytest
 
-    from mechgrok import circuits
+    from mechgrok.analysis import circuits
     from mechgrok.runs import load_run
 
     if not (P113_RUN / "config.json").exists():

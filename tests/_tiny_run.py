@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from mechgrok.config import Config
-from mechgrok.train import train
+from mechgrok.training.loop import train
 
 TINY = Config(p=31, frac_train=0.7, d_model=64, d_mlp=256, lr=3e-3, epochs=1000, eval_every=50, checkpoint_every=50)
 

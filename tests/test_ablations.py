@@ -11,11 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
+from mechgrok.reproduce import nanda2023
+from mechgrok.runs import attached
+
 from _grokked import EPOCHS, P, acts, grokked_model, key, model, p113_run, write_run_folder  # noqa: F401 (fixtures)
-from mechgrok import ablations, circuits, fourier, hooks
+from mechgrok.analysis import ablations, circuits, fourier
+from mechgrok import hooks
 from mechgrok.config import Config
-from mechgrok.model import build_model
-from mechgrok.task import Task
+from mechgrok.models.transformer import build_model
+from mechgrok.tasks.modular import ModularTask
 
 
 
@@ -136,7 +140,7 @@ def test_embedding_hook_equals_editing_W_E(model):
     """Removing k at the embeddings is the same as removing cos k / sin k from the rows of W_E."""
     ks = [3, 8]
     hooked = ablations.ablate_frequencies(model, ks, site="embeddings", mode="remove")
-    edited = build_model(model.mechgrok.config, split=model.mechgrok.split)
+    edited = build_model(attached(model).config, split=attached(model).split)
     edited.load_state_dict(model.state_dict())
     with torch.no_grad():
         W = edited.embed.W_E[:P].double()
@@ -205,7 +209,7 @@ def test_no_hooks_remain_after_runs_and_errors(model):
     with pytest.raises(ValueError):
         ablations.ablate_frequencies(model, [99])
     assert no_hooks_left(model)
-    tokens = Task(P).tokens()
+    tokens = ModularTask(P).tokens()
     with pytest.raises(ValueError, match="grid order"):
         with model.hooks(fwd_hooks=ablations.frequency_hooks(P, [1], site="logits")):
             model(tokens[torch.randperm(len(tokens))])
@@ -220,7 +224,7 @@ def test_hooks_compose_with_user_hooks(model):
         seen["post"] = activation.detach().clone()
         return activation
 
-    tokens = Task(P).tokens()
+    tokens = ModularTask(P).tokens()
     fwd = ablations.frequency_hooks(P, [1, 2], site="neurons", mode="keep") + [(hooks.MLP_POST, record)]
     with torch.no_grad(), model.hooks(fwd_hooks=fwd):
         model(tokens)
@@ -231,7 +235,7 @@ def test_hooks_compose_with_user_hooks(model):
 
 
 def test_grid_order_is_checked(model):
-    tokens = Task(P).tokens()
+    tokens = ModularTask(P).tokens()
     swapped = tokens[:, [1, 0, 2]]  # (b, a): every a is constant along the wrong axis
     for bad, match in ((tokens[:-1], "p²=961"), (swapped, "grid order")):
         for site in ablations.SITES:
@@ -277,7 +281,7 @@ def test_ablate_frequencies_on_a_loaded_checkpoint(model, tmp_path):
 
 def test_wide_unembed_drops_the_equals_logit(model):
     """Old checkpoints have a p+1 wide unembed; its last logit must not enter the loss."""
-    info = model.mechgrok
+    info = attached(model)
     wide = build_model(info.config, split=info.split, d_vocab_out=P + 1)
     state = dict(model.state_dict())
     W_U = torch.cat([state["unembed.W_U"], 50 * torch.ones(state["unembed.W_U"].shape[0], 1)], dim=1)
@@ -322,25 +326,26 @@ def test_section_4_4_table(model, acts, key):
     clustered = circuits.clustered_neurons(circuits.neuron_clusters(acts.neurons))
     fit = circuits.neuron_logit_fit(acts.W_L, key)
     table = ablations.section_4_4_table(model, key, clustered, fit.directions)
-    assert list(table.intervention) == list(ablations.PAPER_SECTION_4_4)
+    assert list(table.intervention) == list(ablations.SECTION_4_4_INTERVENTIONS)
     loss = table.set_index("intervention").loss
-    names = list(ablations.PAPER_SECTION_4_4)
+    names = list(ablations.SECTION_4_4_INTERVENTIONS)
     assert loss[names[0]] == pytest.approx(ablations.evaluate(model).loss_all, rel=1e-6)
     assert loss[names[4]] > 1 > 10 * loss[names[3]]  # the null space holds nothing useful, the span everything
     assert loss[names[6]] == pytest.approx(ablations.restricted_loss(acts.logits, acts.labels, key), rel=1e-3)
-    assert table.paper_loss.iloc[0] == 2.41e-7
+    assert "paper_loss" not in table  # the analysis knows no published number
+    assert nanda2023.with_published({"section_4_4": table})["section_4_4"].paper_loss.iloc[0] == 2.41e-7
     assert no_hooks_left(model)
 
 
-# ----------------------------------------------------------------------------- the experiment
-def test_ablation_table_experiment_writes_tables(model, tmp_path):
-    from experiments import ablation_table
+# ----------------------------------------------------------------------------- the tables
+def test_ablation_tables_are_written_with_the_papers_numbers(model, tmp_path):
+    from mechgrok.cli import main
 
     run_dir = write_run_folder(model, tmp_path / "run", epoch=EPOCHS)
-    assert ablation_table.main(["--run", str(run_dir)]) == 0
+    assert main(["table", "--run", str(run_dir)]) == 0
     out = run_dir / "analysis"
     section = pd.read_csv(out / "section_4_4.csv")
-    assert list(section.intervention) == list(ablations.PAPER_SECTION_4_4)
+    assert list(section.intervention) == list(ablations.SECTION_4_4_INTERVENTIONS)
     assert section.paper_loss.iloc[0] == 2.41e-7
     assert section.loss.iloc[0] == pytest.approx(ablations.evaluate(model).loss_all, rel=1e-6)
     freqs = pd.read_csv(out / "frequencies.csv")
@@ -349,7 +354,7 @@ def test_ablation_table_experiment_writes_tables(model, tmp_path):
         assert len(pd.read_csv(out / f"{name}.csv")) > 0
     page = (out / "ablation_table.md").read_text()
     assert "## §4.4 ablations" in page and "| original |" in page
-    assert ablation_table.main(["--run", str(tmp_path / "missing")]) == 2
+    assert main(["table", "--run", str(tmp_path / "missing")]) == 2
 
 
 # ----------------------------------------------------------------------------- p=113, slow

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from _grokked import P, acts, grokked_model, key, model  # noqa: F401 (fixtures)
-from mechgrok import ablations, circuits, fourier, hooks
-from mechgrok.task import Task
+from mechgrok.analysis import ablations, circuits, fourier
+from mechgrok import hooks
+from mechgrok.tasks.modular import ModularTask
 
 A = torch.arange(P).repeat_interleave(P).double()  # a of each grid-order input
 B = torch.arange(P).repeat(P).double()
@@ -42,7 +43,7 @@ def ref_frequency_fractions(neurons):
 
 # ----------------------------------------------------------------------------- gathering
 def test_gather_activations_matches_the_model(model, acts):
-    tokens = Task(P).tokens()
+    tokens = ModularTask(P).tokens()
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens)
     assert torch.equal(acts.logits, logits[:, -1])
@@ -51,7 +52,7 @@ def test_gather_activations_matches_the_model(model, acts):
     assert torch.allclose(acts.attention.sum(-1), torch.ones(P * P, model.cfg.n_heads))
     assert torch.allclose(acts.W_L, model.blocks[0].mlp.W_out @ model.W_U)
     assert torch.equal(acts.W_E, model.W_E[:P])
-    assert torch.equal(acts.labels, Task(P).labels())
+    assert torch.equal(acts.labels, ModularTask(P).labels())
 
 
 # ----------------------------------------------------------------------------- embedding and W_L
@@ -191,7 +192,7 @@ def test_logit_cos_fit_known_answer():
     t = (A + B)[:, None] - c[None, :]
     per_input = torch.randn(P * P, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     logits = 5 * wave(torch.cos, 2, t) + 3 * wave(torch.cos, 9, t) + per_input  # softmax ignores per_input
-    labels = Task(P).labels()
+    labels = ModularTask(P).labels()
     fit = circuits.logit_cos_fit(logits, labels, [2, 9])
     assert fit.alpha.tolist() == pytest.approx([5, 3])
     assert fit.fve == pytest.approx(1)

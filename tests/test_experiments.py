@@ -1,14 +1,20 @@
-"""The figure experiments (experiments/*.py over mechgrok/figures.py): commands, files, labels."""
+"""The figure experiments (experiments/nanda2023/*.py over mechgrok.report.figures): commands, files, labels."""
 
 import importlib
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
 from _tiny_run import TINY, tiny_run, tiny_seeds_run
-from mechgrok import circuits, figures, fourier, progress, runs
+from mechgrok.analysis import circuits, fourier, progress
+from mechgrok.report import figures
+from mechgrok import runs
 
 EXPERIMENTS = list(figures.FIGURES) + ["appendix_frac_train_sweep", "appendix_weight_decay_sweep"]
 
@@ -20,13 +26,13 @@ def run_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_docstring_starts_with_the_command(name):
-    module = importlib.import_module(f"experiments.{name}")
-    assert module.__doc__.startswith(f"python -m experiments.{name} --run RUN")
+    module = importlib.import_module(f"experiments.nanda2023.{name}")
+    assert module.__doc__.startswith(f"python experiments/nanda2023/{name}.py --run RUN")
 
 
 @pytest.mark.parametrize("name", list(figures.FIGURES))
 def test_each_experiment_writes_its_figure_and_data(name, run_dir, capsys):
-    module = importlib.import_module(f"experiments.{name}")
+    module = importlib.import_module(f"experiments.nanda2023.{name}")
     assert module.main(["--run", str(run_dir)]) == 0
     folder = run_dir / figures.FIGURE_DIR
     html = (folder / f"{name}.html").read_text()
@@ -38,9 +44,18 @@ def test_each_experiment_writes_its_figure_and_data(name, run_dir, capsys):
 
 
 def test_experiment_on_a_missing_run_fails_clearly(tmp_path, capsys):
-    module = importlib.import_module("experiments.fig3_fourier_norms")
+    module = importlib.import_module("experiments.nanda2023.fig3_fourier_norms")
     assert module.main(["--run", str(tmp_path / "nope")]) == 2
     assert "not a mechgrok run folder" in capsys.readouterr().err
+
+
+def test_an_experiment_script_runs_from_any_directory(run_dir, tmp_path):
+    script = Path(__file__).resolve().parents[1] / "experiments" / "nanda2023" / "fig2_loss_curves.py"
+    env = {**os.environ, "PYTHONPATH": ""}
+    proc = subprocess.run([sys.executable, str(script), "--run", str(run_dir), "--out", str(tmp_path / "out")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "fig2_loss_curves.html").exists()
 
 
 def test_fig2_shades_bands_over_seeds(run_dir):
@@ -106,8 +121,8 @@ def test_fig5_cluster_is_the_largest(run_dir):
 
 def test_frac_train_sweep_trains_one_run_per_fraction(tmp_path, capsys):
     run_dir = tiny_run(tmp_path)
-    module = importlib.import_module("experiments.appendix_frac_train_sweep")
-    assert module.main(["--run", str(run_dir), "--fracs", "0.3", "0.8", "--epochs", "100", "--no-progress"]) == 0
+    module = importlib.import_module("experiments.nanda2023.appendix_frac_train_sweep")
+    assert module.main(["--run", str(run_dir), "--values", "0.3", "0.8", "--epochs", "100", "--no-progress"]) == 0
     data = pd.read_csv(run_dir / figures.FIGURE_DIR / "appendix_frac_train_sweep.csv")
     assert sorted(data.frac_train.unique()) == [0.3, 0.8]
     for frac in ("0.3", "0.8"):
@@ -117,7 +132,7 @@ def test_frac_train_sweep_trains_one_run_per_fraction(tmp_path, capsys):
 
 def test_weight_decay_sweep_and_bad_fields(tmp_path):
     run_dir = tiny_run(tmp_path)
-    module = importlib.import_module("experiments.appendix_weight_decay_sweep")
+    module = importlib.import_module("experiments.nanda2023.appendix_weight_decay_sweep")
     assert module.main(["--run", str(run_dir), "--values", "0", "1", "--epochs", "60", "--no-progress"]) == 0
     data = pd.read_csv(run_dir / figures.FIGURE_DIR / "appendix_weight_decay_sweep.csv")
     assert sorted(data.weight_decay.unique()) == [0.0, 1.0]

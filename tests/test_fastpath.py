@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from mechgrok.config import Config
-from mechgrok.fastpath import FastPath, check_supported
-from mechgrok.model import build_model
-from mechgrok.task import Task, make_split
+from mechgrok.models.fastpath import FastPath, check_supported
+from mechgrok.models.transformer import build_model
+from mechgrok.tasks.modular import ModularTask, make_split
 
 
 def random_model(p: int, seed: int, d_vocab_out: int | None = None):
@@ -32,7 +32,7 @@ def reference(model, tokens, labels):
 
 @pytest.mark.parametrize("p, d_vocab_out", [(113, None), (7, None), (13, 14)])
 def test_matches_hooked_transformer(p, d_vocab_out):
-    task = Task(p)
+    task = ModularTask(p)
     split = make_split(task.n_pairs, 0.3 if p > 50 else 0.6, 0)
     tokens, labels = task.tokens()[split.train], task.labels()[split.train]
     model = random_model(p, seed=p, d_vocab_out=d_vocab_out)
@@ -56,7 +56,7 @@ def test_matches_hooked_transformer(p, d_vocab_out):
 
 
 def test_frozen_parameters_get_no_grad():
-    task = Task(7)
+    task = ModularTask(7)
     model = build_model(Config(p=7))
     FastPath(task.tokens(), task.labels()).loss_and_grad(model)
     for name, param in model.named_parameters():
@@ -64,7 +64,7 @@ def test_frozen_parameters_get_no_grad():
 
 
 def test_step_is_deterministic():
-    task = Task(31)
+    task = ModularTask(31)
     fast = FastPath(task.tokens(), task.labels())
     model = random_model(31, seed=0)
     fast.loss_and_grad(model)
@@ -74,7 +74,7 @@ def test_step_is_deterministic():
 
 
 def test_rejects_unsupported_input():
-    task = Task(7)
+    task = ModularTask(7)
     tokens = task.tokens()
     with pytest.raises(ValueError, match="same `=` token"):
         FastPath(torch.cat([tokens[:1], tokens[1:2] * 0]), task.labels()[:2])

@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from mechgrok import Config, Task, build_model
+from mechgrok.runs import attached
+
+from mechgrok import Config, ModularTask, build_model
 from mechgrok.formats import FORMATS, HOOKED_PARAMETERS, read_foreign
-from mechgrok.model import HookedTransformer, HookedTransformerConfig
+from mechgrok.models.transformer import HookedTransformer, HookedTransformerConfig
 
 BUFFERS = {"blocks.0.attn.mask", "blocks.0.attn.IGNORE"}
 
@@ -128,7 +130,7 @@ def test_demo_file_reads_back(tmp_path, p):
     assert run.metrics["train_loss"].tolist() == data["train_losses"]
     assert run.metrics["test_loss"].tolist() == data["test_losses"]
     # and mechgrok's own model computes the demo model's function
-    tokens = Task(p).tokens()
+    tokens = ModularTask(p).tokens()
     with torch.no_grad():
         assert torch.allclose(load_into_mechgrok(run)(tokens), model(tokens), atol=1e-6)
 
@@ -281,7 +283,7 @@ def test_original_file_matches_its_own_forward(tmp_path, p, p_vocab):
         assert torch.count_nonzero(run.state_dict[f"blocks.0.{name}"]) == 0
     assert torch.count_nonzero(run.state_dict["unembed.b_U"]) == 0
 
-    tokens = Task(p).tokens()
+    tokens = ModularTask(p).tokens()
     model = load_into_mechgrok(run)
     with torch.no_grad():
         ours = model(tokens)[:, -1]
@@ -310,7 +312,7 @@ def test_original_w_o_head_order_matters(tmp_path):
     """Guards the forward above: swapping the head/d_head order of W_O changes the logits, so
     the equality in the previous test pins the conversion's order."""
     sd = original_weights(32, seed=5)
-    tokens = Task(31).tokens()[:50]
+    tokens = ModularTask(31).tokens()[:50]
     swapped = dict(sd)
     n_heads, d_head = 4, 32
     swapped["blocks.0.attn.W_O"] = sd["blocks.0.attn.W_O"].reshape(128, n_heads, d_head).transpose(1, 2).reshape(128, -1)
@@ -510,10 +512,10 @@ def test_load_checkpoint_reads_the_demo_file(tmp_path):
 
     run = load_checkpoint(path, p=31)
     assert run.source_format == "transformer_lens_demo"
-    tokens = Task(31).tokens()
+    tokens = ModularTask(31).tokens()
     with torch.no_grad():
         assert torch.equal(run.model(tokens), demo(tokens))
-    assert run.model.mechgrok.split is run.split
+    assert attached(run.model).split is run.split
     # a loaded foreign model works with the analyses as it is
     result = ablate_frequencies(run.model, [1, 2], site="logits", mode="remove")
     assert math.isfinite(result.loss_all)
@@ -529,7 +531,7 @@ def test_load_checkpoint_reads_the_original_file(tmp_path, capsys):
 
     run = load_checkpoint(path)
     assert run.source_format == "original" and run.model.cfg.d_vocab_out == 114
-    tokens = Task(31).tokens()
+    tokens = ModularTask(31).tokens()
     with torch.no_grad():
         torch.testing.assert_close(run.model(tokens)[:, -1].double(), original_forward(data["model"], tokens)[:, -1],
                                    atol=1e-5, rtol=0)

@@ -7,8 +7,8 @@ import torch
 from beartype import beartype
 from jaxtyping import TypeCheckError, jaxtyped
 
-from mechgrok import fourier
-from mechgrok.task import Task
+from mechgrok.analysis import fourier
+from mechgrok.tasks.modular import ModularTask
 
 P = 31
 
@@ -71,7 +71,7 @@ def test_2d_round_trip_and_matches_matrix_form():
 
 
 def test_grid_order_is_task_pair_order():
-    pairs = Task(P).pairs()
+    pairs = ModularTask(P).pairs()
     grid = fourier.to_grid(pairs, P)
     a, b = torch.meshgrid(torch.arange(P), torch.arange(P), indexing="ij")
     assert torch.equal(grid[..., 0], a) and torch.equal(grid[..., 1], b)

@@ -7,7 +7,7 @@ epochs 560, 1400, 1000, 480 and 320, so 2,000 epochs leave a margin.
 import pytest
 
 from mechgrok.config import Config
-from mechgrok.train import train
+from mechgrok.training.loop import train
 
 SMALL_GROKKING = Config(p=31, frac_train=0.7, lr=3e-3, epochs=2_000, checkpoint_every=1_000)
 

@@ -8,8 +8,8 @@ import torch
 
 from mechgrok import hooks
 from mechgrok.config import Config
-from mechgrok.model import build_model
-from mechgrok.task import Task, make_split
+from mechgrok.models.transformer import build_model
+from mechgrok.tasks.modular import ModularTask, make_split
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSTANTS = {name: getattr(hooks, name) for name in hooks.__all__ if isinstance(getattr(hooks, name), str)}
@@ -43,7 +43,7 @@ def test_every_constant_has_a_shape_and_meaning():
 def test_hook_fires_with_documented_shape(small, const):
     cfg, model = small
     name = CONSTANTS[const]
-    tokens = Task(cfg.p).tokens()[:10]
+    tokens = ModularTask(cfg.p).tokens()[:10]
     seen = []
 
     def record(activation, hook):
@@ -59,7 +59,7 @@ def test_hook_fires_with_documented_shape(small, const):
 
 
 def test_equals_pos_is_the_equals_token():
-    tokens = Task(7).tokens()
+    tokens = ModularTask(7).tokens()
     assert (tokens[:, hooks.EQUALS_POS] == 7).all()
 
 
@@ -75,7 +75,7 @@ def test_docs_table_lists_every_hook_with_its_shape():
 def test_library_spells_no_hook_name_literally():
     """Analysis modules reach hook points only through the constants."""
     names = set(CONSTANTS.values())
-    for module in ("ablations.py", "circuits.py", "fourier.py"):
+    for module in ("analysis/ablations.py", "analysis/circuits.py", "analysis/fourier.py", "analysis/progress.py"):
         text = (ROOT / "mechgrok" / module).read_text()
         literals = set(re.findall(r"[\"']([\w.]+)[\"']", text))
         assert not (literals & names), f"{module} spells hook names {literals & names}; use mechgrok.hooks"

@@ -3,7 +3,7 @@
 import pytest
 
 from mechgrok.config import Config
-from mechgrok.train import train
+from mechgrok.training.loop import train
 
 
 @pytest.mark.slow

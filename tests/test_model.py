@@ -3,8 +3,9 @@ import warnings
 import torch
 
 from mechgrok.config import Config
-from mechgrok.model import FROZEN_BIASES, build_model, run_info
-from mechgrok.task import make_split
+from mechgrok.models.transformer import FROZEN_BIASES, build_model
+from mechgrok.runs import attached, run_info
+from mechgrok.tasks.modular import make_split
 import pytest
 
 
@@ -41,9 +42,17 @@ def test_no_deprecation_warning_escapes():
     assert not [w for w in caught if "deprecated" in str(w.message)]
 
 
-def test_run_info():
+def test_attached_task_and_split():
     split = make_split(49, 0.5, 0)
     model = build_model(Config(p=7), split=split)
-    assert run_info(model).task.p == 7 and run_info(model).split is split
-    with pytest.raises(ValueError, match="carries no task"):
-        run_info(build_model(Config(p=7)))
+    assert attached(model).task.p == 7 and attached(model).split is split
+    assert not hasattr(model, "mechgrok")  # nothing is patched onto the model
+    with pytest.raises(ValueError, match="does not know what this model was trained on"):
+        attached(build_model(Config(p=7)))
+
+
+def test_run_info_is_a_deprecated_shim():
+    split = make_split(49, 0.5, 0)
+    model = build_model(Config(p=7), split=split)
+    with pytest.warns(DeprecationWarning, match="attached"):
+        assert run_info(model).split is split

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from _tiny_run import tiny_run
-from mechgrok import phases, progress
-from mechgrok.phases import PhaseRules, detect_phases
+from mechgrok.analysis import phases, progress
+from mechgrok.analysis.phases import PhaseRules, detect_phases
 
 EPOCHS = np.arange(0, 20_001, 100)
 
@@ -88,7 +88,7 @@ def test_phase_of_and_tables():
     assert ph.phase_of(ph.cleanup_end + 100) == "after cleanup"
     table = ph.table()
     assert table.epoch.tolist() == list(ph.boundaries.values())
-    assert table.paper_epoch.tolist() == [1400, 9400, 14000]
+    assert table.boundary.tolist() == list(phases.BOUNDARY_NAMES)
     assert ph.to_dict()["rules"]["test_drop_fraction"] == 0.1
 
 
@@ -99,7 +99,7 @@ def test_bad_input_names_the_fix():
         PhaseRules(test_drop_fraction=1.5)
     with pytest.raises(ValueError, match="smooth"):
         PhaseRules(smooth=0)
-    assert detect_phases(synthetic().head(2)).boundaries == dict.fromkeys(phases.PAPER_BOUNDARIES)
+    assert detect_phases(synthetic().head(2)).boundaries == dict.fromkeys(phases.BOUNDARY_NAMES)
 
 
 def test_tiny_run_boundaries_are_ordered_and_on_the_curves():

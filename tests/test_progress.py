@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from _tiny_run import tiny_run
-from mechgrok import ablations, circuits, progress, runs
-from mechgrok.task import Task, make_split
+from mechgrok.analysis import ablations, circuits, progress
+from mechgrok import runs
+from mechgrok.tasks.modular import ModularTask, make_split
 
 
 # ----------------------------------------------------------------------------- references
@@ -196,7 +197,7 @@ def test_measures_match_an_independent_implementation(run_dir, key):
             assert row[name] == pytest.approx(value, rel=1e-6, abs=1e-12), (epoch, name)
         # the one-checkpoint entry point gives the same row
         model = run.model.double()
-        logits = model(Task(run.config.p).tokens())[:, -1].detach()
+        logits = model(ModularTask(run.config.p).tokens())[:, -1].detach()
         single = progress.measure_checkpoint(logits, runs.state_tensors(model), run.config.p, run.split, key)
         for name, value in single.items():
             assert row[name] == pytest.approx(value, rel=1e-9, abs=1e-12), (epoch, name)

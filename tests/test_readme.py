@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 from mechgrok.config import Config
-from mechgrok.train import train
+from mechgrok.training.loop import train
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -12,8 +12,11 @@ import pytest
 from _tiny_run import TINY, tiny_seeds_run
 import plotly.graph_objects as go
 
-from mechgrok import figures, phases, progress, report, runs
-from mechgrok.reproduce import reproduce, seed_dir
+from mechgrok.report import figures, html as report
+from mechgrok.analysis import phases, progress
+from mechgrok import runs
+from mechgrok.reproduce import nanda2023
+from mechgrok.reproduce.pipeline import reproduce, seed_dir
 
 PLOTLY_HEADER = "plotly.js v"  # the banner at the top of the bundled plotly.min.js
 
@@ -46,8 +49,8 @@ def test_summary_agrees_with_the_measures(reproduced):
     s = json.loads(result.summary_path.read_text())
     prog = progress.load_progress(result.run_dir)
     assert s["key_frequencies"] == prog.key_frequencies
-    assert {k: s["phases"][k] for k in phases.PAPER_BOUNDARIES} == prog.phases.boundaries
-    assert s["paper_phases"] == phases.PAPER_BOUNDARIES
+    assert {k: s["phases"][k] for k in nanda2023.PHASE_BOUNDARIES} == prog.phases.boundaries
+    assert s["paper_phases"] == nanda2023.PHASE_BOUNDARIES
     last = prog.measures.iloc[-1]
     assert s["final"]["epoch"] == last.epoch
     for col in ("test_loss", "restricted_loss", "excluded_loss", "train_acc"):
@@ -179,7 +182,7 @@ def test_parallel_seeds_match_sequential_ones(tmp_path):
 
 def test_cli_reproduce_passes_its_flags(monkeypatch, tmp_path, capsys):
     """`mechgrok reproduce` maps its flags onto reproduce(); --paper means 40,000 epochs."""
-    import mechgrok.reproduce as rep
+    import mechgrok.reproduce.pipeline as rep
     from mechgrok import cli
 
     calls = []
@@ -197,12 +200,9 @@ def test_cli_reproduce_passes_its_flags(monkeypatch, tmp_path, capsys):
     assert "stop here" in capsys.readouterr().err
 
 
-def test_ablation_table_is_found_outside_the_repository_root(tmp_path):
-    """The `mechgrok` console script runs with its own folder on sys.path, not the working directory."""
-    import subprocess
-    import sys
-
-    code = "from mechgrok.reproduce import _ablation_table_module; print(_ablation_table_module().__name__)"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "experiments.ablation_table"
+def test_the_library_never_imports_experiments():
+    """reproduce and every figure come from the package itself, so a wheel without experiments/ works."""
+    root = Path(__file__).resolve().parents[1] / "mechgrok"
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert "import experiments" not in text and "from experiments" not in text, path

@@ -3,12 +3,14 @@ import os
 
 import pytest
 import torch
+
+from mechgrok.runs import attached
 from safetensors.torch import save_file
 
 from mechgrok import runs
 from mechgrok.config import Config
-from mechgrok.model import HookedTransformer
-from mechgrok.train import train
+from mechgrok.models.transformer import HookedTransformer
+from mechgrok.training.loop import train
 
 CFG = Config(p=11, frac_train=0.5, epochs=20, checkpoint_every=10, seed=0)
 
@@ -25,7 +27,7 @@ def test_load_run_and_checkpoint(run_dir):
     assert isinstance(run.model, HookedTransformer)
     assert run.epoch == 20 and run.checkpoint_epochs == [0, 10, 20]
     assert run.config == CFG and run.task.p == 11
-    assert run.model.mechgrok.split is run.split
+    assert attached(run.model).split is run.split
     early = runs.load_run(run_dir, epoch=10)
     assert not torch.equal(early.model.W_E, run.model.W_E)
     same = runs.load_checkpoint(runs.checkpoint_path(run_dir, 10))

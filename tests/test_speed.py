@@ -23,7 +23,7 @@ def test_tune_malloc_reports_a_bool():
 
 def test_training_restores_the_matmul_precision(tmp_path):
     from mechgrok.config import Config
-    from mechgrok.train import train
+    from mechgrok.training.loop import train
 
     before = torch.get_float32_matmul_precision()
     train(Config(p=7, frac_train=0.5, epochs=3), tmp_path / "run")

@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from mechgrok.config import Config
-from mechgrok.task import OPERATIONS, Task, make_split
+from mechgrok.tasks.modular import OPERATIONS, ModularTask, make_split
 
 
 def test_add_pairs_tokens_labels():
-    task = Task(p=7, op="add")
+    task = ModularTask(p=7, op="add")
     tokens, labels = task.tokens(), task.labels()
     assert tokens.shape == (49, 3)
     assert bool((tokens[:, 2] == 7).all()), "the `=` token is p"
@@ -22,13 +22,13 @@ def test_add_pairs_tokens_labels():
     ("x2xyy2", lambda a, b, p: (a * a + a * b + b * b) % p),
 ])
 def test_operations_match_definition(op, fn):
-    task = Task(p=11, op=op)
+    task = ModularTask(p=11, op=op)
     for (a, b), c in zip(task.pairs().tolist(), task.labels().tolist()):
         assert c == fn(a, b, 11)
 
 
 def test_div_is_inverse_of_mul():
-    task = Task(p=13, op="div")
+    task = ModularTask(p=13, op="div")
     pairs, labels = task.pairs(), task.labels()
     assert len(pairs) == 13 * 12 == task.n_pairs
     assert bool((pairs[:, 1] != 0).all())

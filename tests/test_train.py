@@ -10,10 +10,10 @@ import torch
 
 from mechgrok import runs
 from mechgrok.config import Config
-from mechgrok.fastpath import FastPath
+from mechgrok.models.fastpath import FastPath
 from mechgrok.speed import fast_float32_matmul
-from mechgrok.task import Task
-from mechgrok.train import lr_at, train
+from mechgrok.tasks.modular import ModularTask
+from mechgrok.training.loop import lr_at, train
 
 SMALL = Config(p=13, frac_train=0.5, epochs=240, eval_every=10, checkpoint_every=50, seed=1)
 
@@ -132,7 +132,7 @@ def test_refuses_other_config_and_foreign_folder(tmp_path):
 
 def test_fastpath_loss_matches_training_metric(tmp_path):
     result = train(SMALL.replace(epochs=30), tmp_path / "run")
-    task = Task(13)
+    task = ModularTask(13)
     with fast_float32_matmul():  # the trainer's own settings, so the numbers are bit-identical
         loss, _ = FastPath(task.tokens()[result.split.train], task.labels()[result.split.train]).loss(result.model)
     assert loss.item() == result.metrics.iloc[-1].train_loss

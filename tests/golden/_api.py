@@ -9,9 +9,11 @@ GOLDEN_CONFIG = dict(p=31, frac_train=0.7, d_model=64, n_heads=4, d_mlp=256, lr=
 
 
 def compute_golden(out_dir: Path) -> dict:
-    from mechgrok import ablations, circuits, progress, runs
+    from mechgrok.analysis import ablations, circuits, progress
+    from mechgrok import runs
     from mechgrok.config import Config
-    from mechgrok.train import train
+    from mechgrok.reproduce import nanda2023
+    from mechgrok.training.loop import train
 
     cfg = Config(**GOLDEN_CONFIG)
     result = train(cfg, out_dir, tune_process=False)
@@ -21,6 +23,7 @@ def compute_golden(out_dir: Path) -> dict:
     clusters = circuits.neuron_clusters(acts.neurons)
     fit = circuits.neuron_logit_fit(acts.W_L, key)
     section = ablations.section_4_4_table(run.model, key, circuits.clustered_neurons(clusters), fit.directions)
+    section = nanda2023.with_published({"section_4_4": section})["section_4_4"]
     weights = {k: v.detach().clone() for k, v in runs.state_tensors(run.model).items()}
     return {"metrics": result.metrics, "measures": measures, "section_4_4": section, "weights": weights,
             "key_frequencies": key, "config": GOLDEN_CONFIG}

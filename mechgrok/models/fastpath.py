@@ -1,0 +1,234 @@
+"""The fast exact training step: the same function as ``HookedTransformer``, computed cheaply.
+
+Only the last position feeds the loss, and the operands sit at fixed positions, so the
+attention inputs take just 2p + 1 distinct values: ``W_E[a] + W_pos[0]``, ``W_E[b] + W_pos[1]``
+and the constant ``W_E[=] + W_pos[2]``. We compute keys, values and scores once per distinct
+residual ("per-token tables"), gather them per example, and run the MLP and unembed on the last
+position only. The backward pass is derived by hand on top of those tables; its scatters back
+into the tables are one-hot matmuls, which (unlike an accumulating ``index_put_``) are
+deterministic, so a resumed run is bit-identical to an uninterrupted one.
+
+The step reads the ``HookedTransformer``'s own parameters and writes their ``.grad``, so the
+trained object is the ``HookedTransformer`` itself. Equivalence with ``model(tokens)[:, -1]``
+(logits, loss and gradients) is pinned in ``tests/test_fastpath.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from mechgrok import scoring
+from mechgrok.models.transformer import PARAMETER_NAMES
+
+
+def check_supported(model: torch.nn.Module) -> None:
+    """The fast path computes a 1-layer, LayerNorm-free ReLU transformer on ``[a, b, =]``."""
+    cfg = model.cfg
+    problems = []
+    if cfg.n_layers != 1:
+        problems.append(f"n_layers={cfg.n_layers} (needs 1)")
+    if cfg.normalization_type is not None:
+        problems.append(f"normalization_type={cfg.normalization_type!r} (needs None)")
+    if cfg.act_fn != "relu":
+        problems.append(f"act_fn={cfg.act_fn!r} (needs 'relu')")
+    if cfg.n_ctx != 3:
+        problems.append(f"n_ctx={cfg.n_ctx} (needs 3)")
+    if problems:
+        raise ValueError(
+            "the fast path only computes the paper's model; this one has " + ", ".join(problems)
+            + ". Train it with a plain HookedTransformer loop instead."
+        )
+
+
+@dataclass
+class _Forward:
+    """What the backward pass needs from the forward pass."""
+
+    E: Tensor  # [2p+1, d_model]: a rows, then b rows, then the `=` row
+    q: Tensor  # [head, d_head]
+    K: Tensor  # [2p+1, head, d_head]
+    V: Tensor  # [2p+1, head, d_head]
+    A: Tensor  # [batch, head, 3]
+    Va: Tensor  # [batch, head, d_head]
+    Vb: Tensor
+    z: Tensor  # [batch, head*d_head]
+    resid_mid: Tensor
+    post: Tensor
+    resid_post: Tensor
+    logits: Tensor
+
+
+class FastPath:
+    """Per-token-table forward and hand-derived backward for a fixed batch of ``[a, b, =]``.
+
+    >>> step = FastPath(tokens, labels)            # e.g. the train split
+    >>> loss, n_correct = step.loss_and_grad(model)  # writes param.grad
+    """
+
+    def __init__(self, tokens: Int[Tensor, "batch 3"], labels: Int[Tensor, "batch"], loss_dtype: str | torch.dtype = "float64"):
+        if tokens.ndim != 2 or tokens.shape[1] != 3 or len(tokens) != len(labels) or len(tokens) == 0:
+            raise ValueError(f"expected tokens [batch, 3] and labels [batch]; got {tuple(tokens.shape)} and {tuple(labels.shape)}")
+        equals = tokens[:, 2]
+        if not bool((equals == equals[0]).all()):
+            raise ValueError("the fast path needs the same `=` token at position 2 of every example")
+        self.p = int(equals[0])
+        if bool((tokens[:, :2] >= self.p).any()) or bool((tokens[:, :2] < 0).any()):
+            raise ValueError(f"operands must lie in [0, p) with p = {self.p} (the `=` token)")
+        self.a = tokens[:, 0].contiguous()
+        self.b = tokens[:, 1].contiguous()
+        self.b_row = self.b + self.p  # b's row in the table of 2p+1 residuals
+        self.labels = labels.contiguous()
+        self.n = len(tokens)
+        self.loss_dtype = scoring.loss_dtype(loss_dtype)  # the precision of the log-softmax and the loss
+        # One-hot scatter matrices [p, batch]: deterministic sums over examples sharing a or b.
+        self.scatter_a = torch.nn.functional.one_hot(self.a, self.p).T.float().contiguous()
+        self.scatter_b = torch.nn.functional.one_hot(self.b, self.p).T.float().contiguous()
+
+    # ------------------------------------------------------------------ forward
+    def _forward(self, w: dict[str, Tensor]) -> _Forward:
+        p = self.p
+        W_E, W_pos = w["embed.W_E"], w["pos_embed.W_pos"]
+        n_heads, d_model, d_head = w["blocks.0.attn.W_Q"].shape
+        E = torch.cat([W_E[:p] + W_pos[0], W_E[:p] + W_pos[1], (W_E[p] + W_pos[2])[None]])
+        e_eq = E[2 * p]
+        q = torch.einsum("d,hde->he", e_eq, w["blocks.0.attn.W_Q"]) + w["blocks.0.attn.b_Q"]
+        # keys and values of all 2p+1 distinct residuals in one matmul each
+        K = (E @ w["blocks.0.attn.W_K"].permute(1, 0, 2).reshape(d_model, -1)).view(-1, n_heads, d_head)
+        K = K + w["blocks.0.attn.b_K"]
+        V = (E @ w["blocks.0.attn.W_V"].permute(1, 0, 2).reshape(d_model, -1)).view(-1, n_heads, d_head)
+        V = V + w["blocks.0.attn.b_V"]
+        S = torch.einsum("nhe,he->nh", K, q) / math.sqrt(d_head)  # [2p+1, head]
+        scores = torch.stack([S[self.a], S[self.b_row], S[2 * p].expand(self.n, n_heads)], dim=-1)
+        # softmax over the 3 keys, written out: torch.softmax is slow on a last axis of length 3
+        A = (scores - scores.amax(-1, keepdim=True)).exp_()
+        A = A.div_(A.sum(-1, keepdim=True))  # [batch, head, 3]
+        Va, Vb = V[self.a], V[self.b_row]
+        z = A[..., 0:1] * Va + A[..., 1:2] * Vb + A[..., 2:3] * V[2 * p]
+        z = z.reshape(self.n, n_heads * d_head)
+        W_O = w["blocks.0.attn.W_O"].reshape(n_heads * d_head, d_model)
+        resid_mid = z @ W_O + (w["blocks.0.attn.b_O"] + e_eq)
+        # ReLU in place: the backward pass reads its mask off ``post`` (post > 0 iff pre > 0)
+        post = torch.addmm(w["blocks.0.mlp.b_in"], resid_mid, w["blocks.0.mlp.W_in"]).relu_()
+        resid_post = torch.addmm(w["blocks.0.mlp.b_out"], post, w["blocks.0.mlp.W_out"]) + resid_mid
+        logits = torch.addmm(w["unembed.b_U"], resid_post, w["unembed.W_U"])
+        return _Forward(E, q, K, V, A, Va, Vb, z, resid_mid, post, resid_post, logits)
+
+    def logits(self, model: torch.nn.Module) -> Float[Tensor, "batch d_vocab_out"]:
+        """``model(tokens)[:, -1]``, computed on the last position only."""
+        with torch.no_grad():
+            return self._forward(_weights(model)).logits
+
+    def loss(self, model: torch.nn.Module) -> tuple[Tensor, Tensor]:
+        """(mean cross-entropy over every output logit, in ``loss_dtype``; number of correct argmax
+        among the p residues), without gradients. The two differ only for a p+1 wide unembed."""
+        logits = self.logits(model)
+        return _loss_and_correct(logits, self.labels, self.p, self.loss_dtype)
+
+    # ----------------------------------------------------------------- backward
+    def loss_and_grad(self, model: torch.nn.Module, accuracy: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Forward and backward in one; sets ``.grad`` of every parameter that requires grad.
+
+        Returns (mean cross-entropy in ``loss_dtype``, number of correct argmax predictions); the
+        count is None with ``accuracy=False``, which saves the argmax on steps that log nothing.
+        """
+        w = _weights(model)
+        with torch.no_grad():
+            f = self._forward(w)
+            logp = torch.log_softmax(f.logits.to(self.loss_dtype), dim=-1)
+            loss = -logp.gather(1, self.labels[:, None]).mean()
+            correct = (f.logits[:, : self.p].argmax(-1) == self.labels).sum() if accuracy else None
+            grads = self._backward(w, f, logp)
+        params = dict(model.named_parameters())
+        for name, grad in grads.items():
+            param = params[name]
+            if param.requires_grad:
+                param.grad = grad
+        return loss, correct
+
+    def _backward(self, w: dict[str, Tensor], f: _Forward, logp: Tensor) -> dict[str, Tensor]:
+        p, n = self.p, self.n
+        n_heads, d_model, d_head = w["blocks.0.attn.W_Q"].shape
+        g: dict[str, Tensor] = {}
+
+        # softmax cross-entropy in loss_dtype; the gradient goes back to float32 like autograd's cast
+        probs = logp.exp()
+        probs[torch.arange(n), self.labels] -= 1
+        d_logits = (probs / n).float()
+
+        g["unembed.W_U"] = f.resid_post.T @ d_logits
+        g["unembed.b_U"] = d_logits.sum(0)
+        d_resid_post = d_logits @ w["unembed.W_U"].T
+        g["blocks.0.mlp.b_out"] = d_resid_post.sum(0)
+        g["blocks.0.mlp.W_out"] = f.post.T @ d_resid_post
+        d_pre = torch.ops.aten.threshold_backward(d_resid_post @ w["blocks.0.mlp.W_out"].T, f.post, 0)
+        g["blocks.0.mlp.W_in"] = f.resid_mid.T @ d_pre
+        g["blocks.0.mlp.b_in"] = d_pre.sum(0)
+        d_resid_mid = torch.addmm(d_resid_post, d_pre, w["blocks.0.mlp.W_in"].T)
+        d_resid_mid_sum = d_resid_mid.sum(0)
+        g["blocks.0.attn.b_O"] = d_resid_mid_sum
+
+        W_O = w["blocks.0.attn.W_O"].reshape(n_heads * d_head, d_model)
+        g["blocks.0.attn.W_O"] = (f.z.T @ d_resid_mid).view(n_heads, d_head, d_model)
+        dz = (d_resid_mid @ W_O.T).view(n, n_heads, d_head)
+
+        # through the attention mix z = Σ_j A_j V_j
+        v_eq = f.V[2 * p]
+        dA = torch.stack([(dz * f.Va).sum(-1), (dz * f.Vb).sum(-1), (dz * v_eq).sum(-1)], dim=-1)
+        d_scores = f.A * (dA - (f.A * dA).sum(-1, keepdim=True))  # softmax backward
+        dV = torch.cat([
+            self.scatter_a @ (f.A[..., 0:1] * dz).view(n, -1),
+            self.scatter_b @ (f.A[..., 1:2] * dz).view(n, -1),
+            (f.A[..., 2:3] * dz).sum(0).view(1, -1),
+        ]).view(2 * p + 1, n_heads, d_head)
+        dS = torch.cat([
+            self.scatter_a @ d_scores[..., 0],
+            self.scatter_b @ d_scores[..., 1],
+            d_scores[..., 2].sum(0, keepdim=True),
+        ])  # [2p+1, head]
+
+        # through the score tables S = K·q / sqrt(d_head)
+        scale = 1 / math.sqrt(d_head)
+        dK = dS[..., None] * f.q * scale
+        dq = torch.einsum("nh,nhe->he", dS, f.K) * scale
+
+        W_K = w["blocks.0.attn.W_K"].permute(1, 0, 2).reshape(d_model, -1)
+        W_V = w["blocks.0.attn.W_V"].permute(1, 0, 2).reshape(d_model, -1)
+        dK_flat, dV_flat = dK.reshape(2 * p + 1, -1), dV.reshape(2 * p + 1, -1)
+        g["blocks.0.attn.W_K"] = (f.E.T @ dK_flat).view(d_model, n_heads, d_head).permute(1, 0, 2)
+        g["blocks.0.attn.W_V"] = (f.E.T @ dV_flat).view(d_model, n_heads, d_head).permute(1, 0, 2)
+        g["blocks.0.attn.b_K"] = dK.sum(0)
+        g["blocks.0.attn.b_V"] = dV.sum(0)
+        e_eq = f.E[2 * p]
+        g["blocks.0.attn.W_Q"] = torch.einsum("d,he->hde", e_eq, dq)
+        g["blocks.0.attn.b_Q"] = dq
+        dE = dK_flat @ W_K.T + dV_flat @ W_V.T  # [2p+1, d_model]
+        d_eq = dE[2 * p] + d_resid_mid_sum + torch.einsum("he,hde->d", dq, w["blocks.0.attn.W_Q"])
+
+        W_E = w["embed.W_E"]
+        dW_E = torch.empty_like(W_E)
+        dW_E[:p] = dE[:p] + dE[p : 2 * p]
+        dW_E[p] = d_eq
+        g["embed.W_E"] = dW_E
+        g["pos_embed.W_pos"] = torch.stack([dE[:p].sum(0), dE[p : 2 * p].sum(0), d_eq])
+        return {name: grad.contiguous() for name, grad in g.items()}
+
+
+def _weights(model: torch.nn.Module) -> dict[str, Tensor]:
+    params = dict(model.named_parameters())
+    missing = [name for name in PARAMETER_NAMES if name not in params]
+    if missing:
+        raise ValueError(f"model lacks parameters {missing}; the fast path needs the paper's 1-layer HookedTransformer")
+    return {name: params[name].detach() for name in PARAMETER_NAMES}
+
+
+def _loss_and_correct(logits: Tensor, labels: Tensor, p: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    # the loss is over all output logits (the original's p+1 wide unembed included), accuracy over the p residues
+    logp = torch.log_softmax(logits.to(dtype), dim=-1)
+    loss = -logp.gather(1, labels[:, None]).mean()
+    correct = (logits[:, :p].argmax(-1) == labels).sum()
+    return loss, correct

@@ -1,0 +1,61 @@
+"""Tasks and model families by name.
+
+A registry entry is ``"module:attribute"``, imported on first use, so naming a family costs
+nothing until it is built (``import mechgrok`` stays free of TransformerLens). Adding a task or
+a family is one new module plus one line here (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mechgrok.models.family import ModelFamily
+
+__all__ = ["TASKS", "FAMILIES", "task_class", "family", "register_task", "register_family"]
+
+# task kind -> "module:Class" of a mechgrok.tasks.base.Task subclass
+TASKS: dict[str, str] = {
+    "modular": "mechgrok.tasks.modular:ModularTask",
+}
+
+# family name -> "module:attribute" of a mechgrok.models.family.ModelFamily
+FAMILIES: dict[str, str] = {
+    "transformer": "mechgrok.models.transformer:FAMILY",
+}
+
+
+def _load(table: dict[str, str], kind: str, name: str) -> Any:
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; registered {kind}s are {sorted(table)}")
+    module, _, attribute = table[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def task_class(name: str) -> type:
+    """The task class registered as ``name``."""
+    return _load(TASKS, "task", name)
+
+
+def family(name: str) -> ModelFamily:
+    """The model family registered as ``name``."""
+    return _load(FAMILIES, "family", name)
+
+
+def register_task(name: str, target: str) -> None:
+    """Register ``"module:Class"`` as task ``name`` (for extensions outside mechgrok)."""
+    _register(TASKS, "task", name, target)
+
+
+def register_family(name: str, target: str) -> None:
+    """Register ``"module:attribute"`` (a ``ModelFamily``) as family ``name``."""
+    _register(FAMILIES, "family", name, target)
+
+
+def _register(table: dict[str, str], kind: str, name: str, target: str) -> None:
+    if not isinstance(target, str) or ":" not in target:
+        raise ValueError(f"target={target!r} must be 'module:attribute'")
+    if name in table and table[name] != target:
+        raise ValueError(f"{kind} {name!r} is already registered as {table[name]!r}; pick another name")
+    table[name] = target

@@ -1,0 +1,155 @@
+"""The reproduction report: one self-contained ``report.html`` and a machine-readable ``summary.json``.
+
+``report.html`` holds every figure of :mod:`mechgrok.figures`, the summary tables (key
+frequencies, phase boundaries beside the paper's, final losses, the §4.4 ablation table beside
+the paper's numbers, timings) and plotly.js itself, inlined once in the page head, so the file
+opens offline and can be mailed around alone.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from plotly.offline import get_plotlyjs
+
+from mechgrok import runs
+from mechgrok.report.figures import FigureOutput
+
+__all__ = ["REPORT_FILE", "SUMMARY_FILE", "render_report", "write_report", "write_summary", "json_safe"]
+
+REPORT_FILE = "report.html"
+SUMMARY_FILE = "summary.json"
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 0 auto; max-width: 1200px; padding: 0 24px 48px; color: #222; }
+h1 { margin-top: 28px; } h2 { margin-top: 40px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+table { border-collapse: collapse; margin: 12px 0; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 4px 10px; text-align: right; } th { background: #f5f5f5; }
+td:first-child, th:first-child { text-align: left; }
+.caption { color: #555; font-size: 14px; max-width: 900px; } .figure { margin: 24px 0 40px; }
+.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 6px 12px; font-size: 13px; }
+nav { display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 13px; }
+"""
+
+
+_FINAL_LABELS = {
+    "train_loss": "train loss", "test_loss": "test loss", "train_acc": "train accuracy", "test_acc": "test accuracy",
+    "restricted_loss": "restricted loss", "excluded_loss": "excluded loss", "gini_W_E": "Gini of W_E's Fourier norms",
+    "gini_W_L": "Gini of W_L's Fourier norms", "sum_sq_weights": "sum of squared weights",
+}
+
+
+def json_safe(value: Any) -> Any:
+    """Recursively turn NaN/inf into None and numpy/pandas scalars into Python ones, for JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary.json`` (NaN written as null) atomically; return its path."""
+    path = Path(run_dir) / SUMMARY_FILE
+    runs.atomic_write_text(path, json.dumps(json_safe(summary), indent=2) + "\n")
+    return path
+
+
+def _fmt(x: Any) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    if isinstance(x, int) and not isinstance(x, bool):
+        return f"{x:,}"
+    return html.escape(str(x))
+
+
+def _table(df: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    rows = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in df.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _kv_table(pairs: Sequence[tuple[str, Any]]) -> str:
+    return _table(pd.DataFrame(pairs, columns=["quantity", "value"]).astype(object))
+
+
+def render_report(summary: dict[str, Any], figures: Sequence[FigureOutput], tables: dict[str, pd.DataFrame] | None = None) -> str:
+    """The report page as one HTML string: summary tables, then every figure; plotly.js inlined once."""
+    tables = tables or {}
+    title = summary.get("title", "mechgrok reproduction report")
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts.append('<p class="caption">Nanda et al., "Progress measures for grokking via mechanistic interpretability", '
+                 f"reproduced with mechgrok. Generated {html.escape(summary.get('generated', ''))}.</p>")
+    nav = "".join(f'<a href="#{f.name}">{html.escape(f.name)}</a>' for f in figures)
+    parts.append(f"<nav>Figures: {nav}</nav>")
+
+    parts.append("<h2>Summary</h2>")
+    cfg = summary.get("config", {})
+    run_pairs = [
+        ("run folder", summary.get("run_dir")),
+        ("task", f"(a + b) mod {cfg.get('p')}, {cfg.get('frac_train', 0):.0%} of pairs for training"),
+        ("epochs asked", summary.get("epochs")),
+        ("epochs trained (newest checkpoint)", summary.get("final", {}).get("epoch")),
+        ("seeds", ", ".join(map(str, summary.get("seeds", []))) or None),
+        ("seeds reused from earlier runs", ", ".join(map(str, summary.get("reused_seeds", []))) or None),
+        ("key frequencies (rule: " + str(summary.get("key_frequency_rule")) + ")", ", ".join(map(str, summary.get("key_frequencies", [])))),
+    ]
+    final = {k: v for k, v in summary.get("final", {}).items() if k != "epoch"}
+    run_pairs += [(_FINAL_LABELS.get(k, k) + " (final)", v) for k, v in final.items()]
+    parts.append(_kv_table(run_pairs))
+    for note in summary.get("notes", []):
+        parts.append(f'<p class="note">{html.escape(note)}</p>')
+
+    phases = summary.get("phases_by_seed") or []
+    if phases:
+        parts.append("<h2>Phase boundaries</h2>")
+        parts.append('<p class="caption">Detected by the rules of mechgrok.phases (end of memorization: minimum of '
+                     "excluded loss; end of circuit formation: test loss has fallen 10% of its log-range; end of "
+                     "cleanup: test loss and weight norm within 5% of their final values). The paper drew its "
+                     "lines by eye at 1.4k / 9.4k / 14k.</p>")
+        parts.append(_table(pd.DataFrame(phases).astype(object)))
+
+    for name, df in tables.items():
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        parts.append(_table(df.astype(object)))
+
+    timings = summary.get("timings_s", {})
+    if timings:
+        parts.append("<h2>Timings</h2>")
+        parts.append(_kv_table([(k.replace("_", " "), f"{v:.1f} s") for k, v in timings.items()]))
+
+    parts.append("<h2>Figures</h2>")
+    for f in figures:
+        div = f.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f.name,
+                               config={"displaylogo": False, "responsive": True})
+        parts.append(f'<div class="figure" data-figure="{html.escape(f.name)}">{div}'
+                     f'<p class="caption"><b>{html.escape(f.name)}.</b> {html.escape(f.caption)}</p></div>')
+
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
+        f"<body>{''.join(parts)}</body></html>\n"
+    )
+
+
+def write_report(run_dir: str | Path, summary: dict[str, Any], figures: Sequence[FigureOutput],
+                 tables: dict[str, pd.DataFrame] | None = None) -> Path:
+    """Write ``RUN/report.html`` atomically; return its path."""
+    summary = {"generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **summary}
+    path = Path(run_dir) / REPORT_FILE
+    runs.atomic_write_text(path, render_report(summary, figures, tables))
+    return path

@@ -1,0 +1,5 @@
+"""Tasks: what a model is trained on (:mod:`.base` says what a task is; one module per task).
+
+* :mod:`.base`: ``Task``, ``FiniteTask``, ``SampledTask``, ``Split``, ``make_split``.
+* :mod:`.modular`: modular arithmetic, c = op(a, b) mod p (Nanda et al.).
+"""

@@ -1,0 +1,1 @@
+"""Training: the resumable full-batch loop (:mod:`.loop`) and its optimiser (:mod:`.optim`)."""

@@ -1,0 +1,244 @@
+"""The trainer: full-batch AdamW on the fast exact step, with safe, resumable run folders.
+
+One epoch is one optimizer step on the whole train split (docs/training.md). "Epoch e" means the
+state after e steps: the metrics row and the checkpoint for epoch e describe that state, and
+epoch 0 is the initialisation. The optimiser and its warm-up live in :mod:`.optim`.
+
+Process state is scoped to the call: the torch thread count (``threads``), oneDNN float32
+GEMMs and glibc's malloc thresholds (``tune_process``) are set on entry and put back on exit.
+
+Ctrl-C or SIGTERM lets the current step finish, writes a resume checkpoint and returns with
+``interrupted=True``; calling ``train`` again on the same folder resumes from the newest
+resume checkpoint and ends bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pandas as pd
+import torch
+
+from mechgrok import runs, speed
+from mechgrok.config import Config
+from mechgrok.models.fastpath import FastPath, check_supported
+from mechgrok.models.transformer import HookedTransformer, build_model
+from mechgrok.tasks.base import Split, make_split
+from mechgrok.tasks.modular import ModularTask
+from mechgrok.training.optim import load_optimizer_tensors, lr_at, make_optimizer, optimizer_tensors
+
+# Fields that may change between a run and its resumption without changing its trajectory.
+RESUMABLE_CHANGES = frozenset({"epochs", "eval_every", "checkpoint_every"})
+
+
+@dataclass
+class TrainResult:
+    model: HookedTransformer
+    config: Config
+    split: Split
+    metrics: pd.DataFrame
+    epoch: int
+    interrupted: bool
+    resumed_from: int | None
+    elapsed_s: float
+    run_dir: Path
+
+
+class _Stop:
+    """Set by SIGINT/SIGTERM; the loop checks it between steps."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[_Stop]:
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers can only be installed from the main thread
+        return
+
+    def handler(signum, frame):
+        if stop.requested is not None:  # a second Ctrl-C: give up at once (files stay intact)
+            raise KeyboardInterrupt
+        stop.requested = signal.Signals(signum).name
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def train(
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    progress: bool = False,
+    tune_process: bool = True,
+    threads: int | None = None,
+    on_eval: Callable[[dict], None] | None = None,
+    on_resume: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train ``cfg`` into the run folder ``out_dir``, or resume the run already there.
+
+    ``progress`` shows a tqdm bar with train and test loss and accuracy. ``tune_process``
+    applies :mod:`mechgrok.speed`'s settings while training: oneDNN float32 GEMMs and glibc's
+    malloc thresholds (both put back afterwards). ``threads`` is the torch thread count while
+    training (default :func:`mechgrok.speed.default_threads`; docs/training.md says why);
+    a resumed run is bit-identical to an uninterrupted one at the same thread count.
+    ``on_eval`` is called with each metrics row, ``on_resume`` with the epoch a resumed run
+    starts from, before its first step.
+    """
+    with speed.torch_threads(threads), speed.tuned_malloc(tune_process), speed.fast_float32_matmul(tune_process):
+        return _train(cfg, Path(out_dir), progress, on_eval, on_resume)
+
+
+def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict], None] | None,
+           on_resume: Callable[[int], None] | None) -> TrainResult:
+    task = ModularTask(cfg.p, cfg.op)
+    tokens, labels = task.tokens(), task.labels()
+
+    resume = _existing_run(out_dir, cfg)
+    if resume is None:
+        split = make_split(task.n_pairs, cfg.frac_train, cfg.seed)
+        model = build_model(cfg, split=split)
+        check_supported(model)
+        optimizer = make_optimizer(model, cfg)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        runs.write_config(out_dir, cfg)
+        runs.write_split(out_dir, split)
+        start, rows, elapsed0, resumed_from = 0, [], 0.0, None
+    else:
+        ckpt = resume
+        if ckpt.epoch > cfg.epochs:
+            raise ValueError(
+                f"{out_dir} is already trained to epoch {ckpt.epoch}, past epochs={cfg.epochs}; pass "
+                f"epochs >= {ckpt.epoch} to go on, or read an earlier epoch with load_run({str(out_dir)!r}, epoch=...)"
+            )
+        split = ckpt.split
+        model = runs.model_from_state(cfg, ckpt.model_state, split)
+        optimizer = make_optimizer(model, cfg)
+        load_optimizer_tensors(model, optimizer, ckpt.optimizer_state)
+        start, resumed_from = ckpt.epoch, ckpt.epoch
+        elapsed0 = float(ckpt.metadata.get("elapsed_s", "0"))
+        metrics = runs.read_metrics(out_dir)
+        rows = [] if metrics is None else metrics[metrics["epoch"] < start].to_dict("records")
+        if start == cfg.epochs and metrics is not None and bool((metrics["epoch"] == start).any()):
+            # finished already: hand back what is on disk, rewrite nothing
+            return TrainResult(model, cfg, split, metrics, start, False, start, float(metrics.elapsed_s.iloc[-1]), out_dir)
+        if cfg != runs.read_config(out_dir):  # only RESUMABLE_CHANGES can differ here
+            runs.write_config(out_dir, cfg)
+        if on_resume is not None:
+            on_resume(start)
+
+    train_step = FastPath(tokens[split.train], labels[split.train], loss_dtype=cfg.loss_dtype)
+    test_eval = FastPath(tokens[split.test], labels[split.test], loss_dtype=cfg.loss_dtype)
+    n_train, n_test = len(split.train), len(split.test)
+
+    def save(epoch: int, elapsed: float, weights: bool) -> None:
+        if weights:
+            runs.save_checkpoint(runs.checkpoint_path(out_dir, epoch), model, cfg, split, epoch)
+        runs.write_metrics(out_dir, rows)
+        runs.save_checkpoint(
+            out_dir / runs.RESUME_FILE, model, cfg, split, epoch,
+            optimizer_state=optimizer_tensors(model, optimizer), extra={"elapsed_s": repr(elapsed)},
+        )
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.epochs, initial=start, unit="epoch", dynamic_ncols=True, mininterval=0.5)
+
+    t0 = time.perf_counter() - elapsed0
+    epoch, interrupted = start, False
+    with _stop_on_signals() as stop:
+        while True:
+            is_last = epoch >= cfg.epochs
+            log_row = epoch % cfg.eval_every == 0 or is_last
+            if is_last:
+                train_loss, train_correct = train_step.loss(model)
+            else:
+                train_loss, train_correct = train_step.loss_and_grad(model, accuracy=log_row)
+            if log_row:
+                test_loss, test_correct = test_eval.loss(model)
+                row = {
+                    "epoch": epoch,
+                    "train_loss": float(train_loss),
+                    "train_acc": int(train_correct) / n_train,
+                    "test_loss": float(test_loss),
+                    "test_acc": int(test_correct) / n_test,
+                    "elapsed_s": time.perf_counter() - t0,
+                }
+                rows.append(row)
+                if on_eval is not None:
+                    on_eval(row)
+                if bar is not None:
+                    bar.set_postfix(train_loss=f"{row['train_loss']:.2e}", test_loss=f"{row['test_loss']:.2e}",
+                                    test_acc=f"{row['test_acc']:.3f}", refresh=False)
+            if epoch % cfg.checkpoint_every == 0 or is_last:
+                save(epoch, time.perf_counter() - t0, weights=True)
+            if is_last:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(cfg, epoch)
+            optimizer.step()
+            epoch += 1
+            if bar is not None:
+                bar.update(1)
+            if stop.requested:
+                save(epoch, time.perf_counter() - t0, weights=False)
+                interrupted = True
+                break
+    if bar is not None:
+        bar.close()
+    model.zero_grad(set_to_none=True)
+    return TrainResult(
+        model=model,
+        config=cfg,
+        split=split,
+        metrics=pd.DataFrame(rows, columns=runs.METRIC_COLUMNS),
+        epoch=epoch,
+        interrupted=interrupted,
+        resumed_from=resumed_from,
+        elapsed_s=time.perf_counter() - t0,
+        run_dir=out_dir,
+    )
+
+
+def _existing_run(out_dir: Path, cfg: Config) -> runs.CheckpointFile | None:
+    """The resume checkpoint of a compatible run in ``out_dir``; None for a fresh folder."""
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return None
+    if not (out_dir / runs.CONFIG_FILE).exists():
+        raise ValueError(
+            f"{out_dir} exists and is not a mechgrok run folder; choose another --out, or empty it yourself"
+        )
+    saved = runs.read_config(out_dir)
+    differs = {
+        f: (getattr(saved, f), getattr(cfg, f))
+        for f in saved.to_dict()
+        if f not in RESUMABLE_CHANGES and getattr(saved, f) != getattr(cfg, f)
+    }
+    if differs:
+        detail = ", ".join(f"{f}: saved {old!r}, asked {new!r}" for f, (old, new) in differs.items())
+        raise ValueError(
+            f"{out_dir} holds a run with a different config ({detail}); "
+            "pass the same settings to resume it, or choose another --out for a new run"
+        )
+    resume_file = out_dir / runs.RESUME_FILE
+    if not resume_file.exists():
+        return None if not runs.checkpoint_epochs(out_dir) else _no_resume_error(out_dir)
+    return runs.read_checkpoint_file(resume_file)
+
+
+def _no_resume_error(out_dir: Path):
+    raise ValueError(f"{out_dir} has checkpoints but no {runs.RESUME_FILE}; it cannot be resumed exactly. Use another --out.")
