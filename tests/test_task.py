@@ -62,3 +62,45 @@ def test_bad_task_values(kwargs, fragment):
 
 def test_operations_registry():
     assert set(OPERATIONS) == {"add", "sub", "mul", "div", "x2xyy2"}
+
+
+def test_modular_task_is_a_finite_task_with_one_loss_position():
+    from mechgrok.tasks.base import FiniteTask
+
+    task = ModularTask(p=7, op="sub")
+    assert isinstance(task, FiniteTask)
+    assert (task.d_vocab, task.d_vocab_out, task.n_ctx, task.loss_positions) == (8, 7, 3, (2,))
+    assert task.n_examples == 49 and torch.equal(task.inputs(), task.tokens())
+    assert task.fourier_combination == -1 and ModularTask(7, "add").fourier_combination == 1
+    assert ModularTask(7, "mul").fourier_combination is None
+
+
+def test_require_fourier_refuses_other_operations():
+    from mechgrok.tasks.modular import require_fourier
+
+    assert require_fourier(ModularTask(7, "add"), "restricted loss") == 1
+    with pytest.raises(ValueError, match="restricted loss is defined for op='add'.*op='mul'"):
+        require_fourier(ModularTask(7, "mul"), "restricted loss")
+
+
+def test_a_sampled_task_draws_reproducible_fixed_sets():
+    from mechgrok.tasks.base import SampledTask
+
+    class Parity(SampledTask):
+        """Toy: the parity of 6 bits, read at the last position."""
+
+        d_vocab = d_vocab_out = 2
+        n_ctx = 6
+        loss_positions = (5,)
+
+        def sample(self, n, generator):
+            bits = torch.randint(0, 2, (n, 6), generator=generator)
+            return bits, bits.sum(1) % 2
+
+    task = Parity()
+    x1, y1 = task.fixed_set(32, seed=4)
+    x2, y2 = task.fixed_set(32, seed=4)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and torch.equal(y1, x1.sum(1) % 2)
+    assert not torch.equal(task.fixed_set(32, seed=5)[0], x1)
+    with pytest.raises(ValueError, match="n=0 must be an integer >= 1"):
+        task.fixed_set(0, seed=0)
