@@ -93,6 +93,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from mechgrok import runs
+    from mechgrok.formats import import_run
+
+    out = import_run(args.file, args.out)
+    cfg = runs.read_config(out)
+    epochs = runs.checkpoint_epochs(out)
+    record = runs.imported_from(out) or {}
+    print(f"imported {args.file} [{record.get('source_format', '?')}] into {out}")
+    print(f"  task     c = {cfg.op}(a, b) mod {cfg.p}, p={cfg.p}; d_vocab_out {cfg.d_vocab_out} "
+          f"(the file's was {record.get('source_d_vocab_out', '?')})")
+    print(f"  wrote    {len(epochs)} checkpoints, epochs {epochs[0]}..{epochs[-1]}; config.json, split.safetensors, "
+          f"metrics.csv (loss and accuracy computed at each checkpoint), {runs.SOURCE_LOSSES_FILE}, {runs.IMPORT_FILE}")
+    print("  no resume.safetensors: the file holds no optimizer state, so this run cannot be trained further")
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from mechgrok.reproduce.pipeline import PAPER_EPOCHS, reproduce
 
@@ -173,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_info = sub.add_parser("info", help="describe a run folder or checkpoint file")
     p_info.add_argument("path", help="run folder, .safetensors checkpoint, or a foreign .pth file")
     p_info.set_defaults(func=cmd_info)
+
+    p_import = sub.add_parser("import", help="turn a TransformerLens Grokking-demo .pth or the original paper's "
+                              "full_run_data.pth into a mechgrok run folder (docs/formats.md)")
+    p_import.add_argument("file", help="the foreign .pth file")
+    p_import.add_argument("--out", required=True, help="the new run folder (must not exist, or be empty)")
+    p_import.set_defaults(func=cmd_import)
 
     from mechgrok.reproduce.nanda2023 import EPOCHS as PAPER_EPOCHS
 

@@ -22,6 +22,8 @@ the original's is epoch 0).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import pickle
@@ -29,9 +31,10 @@ import random
 import re
 import struct
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 import einops
@@ -44,7 +47,7 @@ from mechgrok.config import Config
 from mechgrok.models.transformer import BUFFER_NAMES, PARAMETER_NAMES
 from mechgrok.tasks.base import Split
 
-__all__ = ["FORMATS", "ForeignRun", "read_foreign"]
+__all__ = ["FORMATS", "ForeignRun", "import_run", "iter_foreign_checkpoints", "read_foreign", "read_foreign_epoch"]
 
 FORMATS = ("transformer_lens_demo", "original")
 
@@ -71,6 +74,10 @@ class ForeignRun:
     ``build_model(config, d_vocab_out=d_vocab_out)`` in HookedTransformer layout (biases the
     format lacks are zeros), and no buffers, so load them with ``strict=False``: the only
     missing keys are the attention ``mask`` and ``IGNORE`` buffers.
+
+    ``final_epoch`` numbers ``state_dict`` (the file's final weights) the way the file numbers
+    its checkpoints: the 0-based index of the last step taken, i.e. one less than the number
+    of losses recorded (the demo's final weights are its epoch 299 checkpoint).
     """
 
     format: str
@@ -80,6 +87,35 @@ class ForeignRun:
     checkpoints: list[tuple[int, dict[str, Tensor]]]
     split: Split
     metrics: pd.DataFrame | None
+    final_epoch: int
+
+    @property
+    def epochs(self) -> list[int]:
+        """Every epoch whose weights the file holds: its checkpoints, then ``final_epoch``
+        unless a checkpoint already has that number (then that checkpoint stands for it)."""
+        saved = [epoch for epoch, _ in self.checkpoints]
+        return saved if self.final_epoch in saved else [*saved, self.final_epoch]
+
+
+@dataclass
+class _Checkpoints:
+    """A file's checkpoints as loaded, converted to HookedTransformer layout only when asked."""
+
+    key: str  # the file's key for them, for error messages
+    epochs: list[int]
+    raw: list[Any]
+    convert: Callable[[str, Any], dict[str, Tensor]]
+
+    def at(self, i: int) -> dict[str, Tensor]:
+        return self.convert(f"{self.key}[{i}]", self.raw[i])
+
+    def consume(self) -> Iterator[tuple[int, dict[str, Tensor]]]:
+        """Each checkpoint in turn, converted; the file's copy is dropped once converted, so a
+        50k-epoch original run is never held twice."""
+        for i, epoch in enumerate(self.epochs):
+            state = self.at(i)
+            self.raw[i] = None
+            yield epoch, state
 
 
 def read_foreign(path: str | os.PathLike[str]) -> ForeignRun:
@@ -87,13 +123,49 @@ def read_foreign(path: str | os.PathLike[str]) -> ForeignRun:
 
     Detects the format from the keys; raises ``ValueError`` naming the path and what is wrong for
     a truncated or foreign file, a disallowed pickled object, or weights whose shapes do not
-    match the config. Example::
+    match the config. Every checkpoint is converted and held; to visit them one at a time use
+    :func:`iter_foreign_checkpoints`, and to make an ordinary run folder :func:`import_run`.
+    Example::
+
+        from mechgrok.runs import model_from_state
 
         run = read_foreign("grokking_demo.pth")
-        model = build_model(run.config, d_vocab_out=run.d_vocab_out)
-        model.load_state_dict(run.state_dict, strict=False)  # only the buffers are missing
+        model = model_from_state(run.config, run.state_dict, run.split, run.d_vocab_out)
     """
+    run, saved = _open(os.fspath(path))
+    return dataclasses.replace(run, checkpoints=list(saved.consume()))
+
+
+def iter_foreign_checkpoints(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Tensor]]]:
+    """(epoch, state_dict) for every epoch of :attr:`ForeignRun.epochs`, in order: each saved
+    checkpoint, then the final weights. The file is read once and each checkpoint is converted
+    only when its turn comes, so only the file's tensors and one converted copy are held."""
+    run, saved = _open(os.fspath(path))
+    yield from _with_final(saved.consume(), run)
+
+
+def read_foreign_epoch(path: str | os.PathLike[str], epoch: int) -> dict[str, Tensor]:
+    """The weights a foreign file holds at ``epoch`` (a saved checkpoint, or ``final_epoch``),
+    converted as :func:`read_foreign` converts them; the file is read, the others are not converted."""
     path = os.fspath(path)
+    run, saved = _open(path)
+    if epoch in saved.epochs:
+        return saved.at(saved.epochs.index(epoch))
+    if epoch == run.final_epoch:
+        return run.state_dict
+    epochs = [*saved.epochs, run.final_epoch]
+    raise ValueError(
+        f"{path} holds no weights at epoch {epoch}; it holds epochs {_summary(epochs)} "
+        f"(the final weights are epoch {run.final_epoch}); pass one of those"
+    )
+
+
+def _summary(epochs: Sequence[int]) -> str:
+    return ", ".join(map(str, epochs)) if len(epochs) <= 4 else f"{epochs[0]}, {epochs[1]}, ..., {epochs[-1]}"
+
+
+def _open(path: str) -> tuple[ForeignRun, _Checkpoints]:
+    """The file's run with ``checkpoints`` still empty, and its checkpoints, not yet converted."""
     data = _safe_load(path)
     if not isinstance(data, dict):
         raise ValueError(
@@ -103,14 +175,118 @@ def read_foreign(path: str | os.PathLike[str]) -> ForeignRun:
         )
     config = data.get("config")
     if "train_indices" in data or isinstance(config, _InertConfig):
-        return _read_demo(path, data)
+        return _open_demo(path, data)
     if isinstance(config, dict) and "model" in data:
-        return _read_original(path, data)
+        return _open_original(path, data)
     raise ValueError(
         f"{path}: a torch checkpoint, but in neither format mechgrok reads: its keys are "
         f"{sorted(map(str, data))}; the TransformerLens Grokking demo has {list(_DEMO_KEYS)} "
         f"and the original paper's full_run_data.pth has {list(_ORIGINAL_KEYS)} (with config a plain dict)"
     )
+
+
+def _final_epoch(steps: int, saved: Sequence[int]) -> int:
+    """The file's own number for its final weights: the index of the last step taken (both
+    formats number a checkpoint by the step just taken), and never before a saved checkpoint."""
+    return max([steps - 1, 0, *saved])
+
+
+# ---------------------------------------------------------------------------------------------
+# Importing: a foreign file becomes an ordinary run folder
+
+
+def import_run(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """Write an ordinary mechgrok run folder at ``out_dir`` from a foreign file; returns ``out_dir``.
+
+    ``out_dir`` must not exist or be empty; anything else raises ``ValueError`` and is left
+    untouched. The folder is built beside it and renamed into place when complete, so an
+    interrupted import leaves no half-written run. It holds:
+
+    * ``checkpoints/epoch_*.safetensors``: every epoch of :attr:`ForeignRun.epochs`, numbered as
+      the file numbers them (the demo's 99, 199, ...: the state after 100, 200, ... steps), and
+      the final weights unless a checkpoint has their number (the original's last checkpoint is
+      epoch 49,900, its final weights epoch 49,999).
+    * ``config.json``: the file's config with ``epochs`` = the last of those epochs,
+      ``checkpoint_every`` inferred from the checkpoints, and ``eval_every`` equal to it.
+    * ``split.safetensors``: the file's split.
+    * ``metrics.csv``: train and test loss and accuracy computed from each checkpoint's weights
+      (the trainer's exact forward, in ``config.loss_dtype``), one row per checkpoint; the files
+      record no accuracies, and their losses were taken one step away from the saved weights.
+      ``elapsed_s`` is NaN: the files record no times.
+    * ``source_losses.csv``: the file's own per-epoch loss history as it records it (NaN where it
+      has none), and ``imported.json``: where the run came from.
+
+    The unembed is narrowed to the p residues' logits, as every mechgrok run folder has it
+    (``Config.d_vocab_out == p``). The original's unembed is 114 wide (p + 1, or more for a run
+    with p != 113): its extra columns are the logits of ``=`` and of tokens that never occur,
+    which no label ever is and no mechgrok analysis reads (:func:`mechgrok.scoring.task_logits`),
+    so argmax accuracy and every progress measure are unchanged; only a cross-entropy taken over
+    all 114 logits (the original's training loss) differs. :func:`mechgrok.runs.load_checkpoint`
+    on the file itself keeps the unembed as the file has it.
+
+    No ``resume.safetensors`` is written: the files hold no optimizer state, so training cannot
+    go on exactly, and ``mechgrok train`` on the folder refuses rather than guess it.
+    """
+    from mechgrok import runs
+    from mechgrok.models.fastpath import FastPath
+    from mechgrok.models.transformer import build_model
+    from mechgrok.tasks.modular import ModularTask
+
+    source = os.fspath(path)
+    out_dir = Path(out_dir)
+    runs.check_new_run_folder(out_dir)
+    run, saved = _open(source)
+    epochs = run.epochs
+    cfg = run.config
+    checkpoint_every = _checkpoint_every(saved.epochs) if len(saved.epochs) > 1 else cfg.checkpoint_every
+    cfg = cfg.replace(epochs=epochs[-1], checkpoint_every=checkpoint_every, eval_every=checkpoint_every)
+    task = ModularTask(cfg.p, cfg.op)
+    tokens, labels, split = task.tokens(), task.labels(), run.split
+    evals = {
+        name: FastPath(tokens[idx], labels[idx], loss_dtype=cfg.loss_dtype) for name, idx in (("train", split.train), ("test", split.test))
+    }
+    model = build_model(cfg, split=split)  # one model; each checkpoint's weights are copied in
+    rows = []
+    with runs.new_run_folder(out_dir) as folder:
+        runs.write_config(folder, cfg)
+        runs.write_split(folder, split)
+        for epoch, state in _with_final(saved.consume(), run):
+            model.load_state_dict(_task_unembed(state, cfg.p), strict=False)
+            runs.save_checkpoint(runs.checkpoint_path(folder, epoch), model, cfg, split, epoch,
+                                 extra={"imported_from": run.format})
+            row: dict[str, float] = {"epoch": epoch}
+            for name, fast in evals.items():
+                loss, correct = fast.loss(model)
+                row[f"{name}_loss"] = float(loss)
+                row[f"{name}_acc"] = int(correct) / fast.n
+            rows.append({**row, "elapsed_s": float("nan")})
+        runs.write_metrics(folder, rows)
+        if run.metrics is not None:
+            runs.atomic_write_text(folder / runs.SOURCE_LOSSES_FILE, run.metrics.to_csv(index=False))
+        record = {
+            "format": "mechgrok-import",
+            "source": os.path.abspath(source),
+            "source_format": run.format,
+            "source_d_vocab_out": run.d_vocab_out,
+            "epochs": epochs,
+            "resumable": False,
+        }
+        runs.atomic_write_text(folder / runs.IMPORT_FILE, json.dumps(record, indent=2) + "\n")
+    return out_dir
+
+
+def _with_final(checkpoints: Iterator[tuple[int, dict[str, Tensor]]], run: ForeignRun) -> Iterator[tuple[int, dict[str, Tensor]]]:
+    seen = []
+    for epoch, state in checkpoints:
+        seen.append(epoch)
+        yield epoch, state
+    if run.final_epoch not in seen:
+        yield run.final_epoch, run.state_dict
+
+
+def _task_unembed(state: dict[str, Tensor], p: int) -> dict[str, Tensor]:
+    """The weights with the unembed cut to the p residues' logits (columns past p never score a label)."""
+    return {**state, "unembed.W_U": state["unembed.W_U"][:, :p], "unembed.b_U": state["unembed.b_U"][:p]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +428,7 @@ def _torch_reason(err: BaseException) -> str:
 # The TransformerLens Grokking demo
 
 
-def _read_demo(path: str, data: dict) -> ForeignRun:
+def _open_demo(path: str, data: dict) -> tuple[ForeignRun, _Checkpoints]:
     _require_keys(path, data, ("model", "config", "train_indices", "test_indices"), "the TransformerLens Grokking demo")
     raw = data["config"]
     if isinstance(raw, _InertConfig):
@@ -321,18 +497,21 @@ def _read_demo(path: str, data: dict) -> ForeignRun:
         checkpoint_every=_checkpoint_every(checkpoint_epochs),
     )
     expected = _hooked_shapes(config, d_vocab_out)
-    return ForeignRun(
+
+    def convert(where: str, sd: Any) -> dict[str, Tensor]:
+        return _demo_state_dict(path, where, sd, expected, p)
+
+    run = ForeignRun(
         format="transformer_lens_demo",
         config=config,
         d_vocab_out=d_vocab_out,
-        state_dict=_demo_state_dict(path, "model", data["model"], expected, p),
-        checkpoints=[
-            (epoch, _demo_state_dict(path, f"checkpoints[{i}]", sd, expected, p))
-            for i, (epoch, sd) in enumerate(zip(checkpoint_epochs, checkpoint_sds))
-        ],
+        state_dict=convert("model", data["model"]),
+        checkpoints=[],
         split=split,
         metrics=_metrics(train_losses, test_losses, test_stride=1),
+        final_epoch=_final_epoch(epochs, checkpoint_epochs),
     )
+    return run, _Checkpoints("checkpoints", checkpoint_epochs, checkpoint_sds, convert)
 
 
 def _demo_state_dict(path: str, where: str, sd: Any, expected: dict[str, tuple[int, ...]], p: int) -> dict[str, Tensor]:
@@ -366,7 +545,7 @@ def _is_unset_or_close(value: Any, want: float) -> bool:
 # The original paper's full_run_data.pth
 
 
-def _read_original(path: str, data: dict) -> ForeignRun:
+def _open_original(path: str, data: dict) -> tuple[ForeignRun, _Checkpoints]:
     raw: dict = data["config"]
     missing = sorted({"p", "d_model", "frac_train", "seed"} - set(raw))
     if missing:
@@ -426,20 +605,19 @@ def _read_original(path: str, data: dict) -> ForeignRun:
         _check_shapes(path, where, params, expected, p)
         return _original_to_hooked(params, p)
 
-    checkpoints = []
-    for i, epoch in enumerate(checkpoint_epochs):
-        # Convert one at a time and drop the original, so a 50k-epoch run is not held twice.
-        checkpoints.append((epoch, convert(f"state_dicts[{i}]", checkpoint_sds[i])))
-        checkpoint_sds[i] = None
-    return ForeignRun(
+    # The loss history counts the steps taken, even when the run stopped before num_epochs.
+    steps = len(train_losses) if train_losses is not None else config.epochs
+    run = ForeignRun(
         format="original",
         config=config,
         d_vocab_out=d_vocab,
         state_dict=convert("model", model),
-        checkpoints=checkpoints,
+        checkpoints=[],
         split=_original_split(p, config.frac_train, config.seed),
         metrics=_metrics(train_losses, test_losses, test_stride=stride),
+        final_epoch=_final_epoch(steps, checkpoint_epochs),
     )
+    return run, _Checkpoints("state_dicts", checkpoint_epochs, checkpoint_sds, convert)
 
 
 def _original_shapes(n_heads: int, d_head: int, d_model: int, d_mlp: int, d_vocab: int) -> dict[str, tuple[int, ...]]:

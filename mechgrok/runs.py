@@ -8,6 +8,9 @@ A run is one folder::
         metrics.csv                      epoch, train/test loss and accuracy, elapsed_s
         checkpoints/epoch_000100.safetensors   weights every ``checkpoint_every`` epochs
         resume.safetensors               newest weights plus optimizer state
+        imported.json, source_losses.csv only in a run imported from a foreign file
+                                         (mechgrok.formats.import_run): where it came from, and
+                                         the file's own loss history
 
 Every checkpoint file is self-contained: its safetensors metadata holds the schema version,
 the epoch and the config, and it carries the split, so ``load_checkpoint(file)`` needs nothing
@@ -21,9 +24,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
 import warnings
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -47,6 +52,8 @@ SPLIT_FILE = "split.safetensors"
 METRICS_FILE = "metrics.csv"
 RESUME_FILE = "resume.safetensors"
 CHECKPOINT_DIR = "checkpoints"
+IMPORT_FILE = "imported.json"
+SOURCE_LOSSES_FILE = "source_losses.csv"
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "elapsed_s"]
 
 
@@ -77,6 +84,48 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def check_new_run_folder(path: Path) -> None:
+    """Raise ``ValueError`` unless ``path`` is absent or an empty folder (nothing is changed)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} exists and is not a folder; pass a new or empty folder")
+    if path.is_dir():
+        entries = sorted(entry.name for entry in path.iterdir())
+        if entries:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise ValueError(
+                f"{path} is not empty (it holds {shown}); a new run is written only into a new or empty "
+                "folder, and nothing in it was touched. Pass another folder, or empty this one yourself"
+            )
+
+
+@contextmanager
+def new_run_folder(path: Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; on success it is renamed to ``path``.
+
+    ``path`` must be absent or empty (:func:`check_new_run_folder`), so readers see no folder or
+    a complete one, never half a run. On an error the temporary folder is removed and ``path``
+    is left as it was.
+    """
+    path = Path(path)
+    if path.is_symlink():  # fill the folder it points to; renaming onto the link would replace the link
+        path = path.resolve()
+    check_new_run_folder(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        # mkdtemp makes folders private; give it the mode the empty folder had, or an ordinary one
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.is_dir() else 0o777 & ~_current_umask())
+        yield tmp
+        try:
+            os.replace(tmp, path)  # onto an absent name, or an empty folder (rename(2) allows both)
+        except OSError as err:
+            raise ValueError(f"{path} could not be created ({err.strerror}); did something write into it meanwhile?") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 # --------------------------------------------------------------------------- checkpoint files
@@ -259,6 +308,7 @@ class Run:
     metrics: pd.DataFrame | None = None
     checkpoint_epochs: list[int] = field(default_factory=list)
     source_format: str = "mechgrok"
+    source: Path | None = None  # the foreign file a foreign run was read from
 
     def __post_init__(self) -> None:
         attach(self.model, self.config, self.split)
@@ -268,15 +318,38 @@ class Run:
         return ModularTask(self.config.p, self.config.op)
 
     def load_epoch(self, epoch: int) -> HookedTransformer:
-        """The model at a saved epoch of this run (only that checkpoint file is read)."""
-        if self.path is None or epoch not in self.checkpoint_epochs:
-            raise ValueError(f"epoch {epoch} was not saved; saved epochs are {_epochs_summary(self.checkpoint_epochs)}")
+        """A new model at a saved epoch of this run (one of ``checkpoint_epochs``).
+
+        A run folder reads only that checkpoint file. A foreign file is read again and only that
+        epoch is converted; to visit many epochs use :meth:`iter_checkpoints`, which reads it once.
+        """
+        where = self.path if self.path is not None else self.source
+        if where is None or epoch not in self.checkpoint_epochs:
+            raise ValueError(
+                f"epoch {epoch} was not saved{f' in {where}' if where else ''}; "
+                f"saved epochs are {_epochs_summary(self.checkpoint_epochs)}"
+            )
+        if self.path is None:
+            from mechgrok.formats import read_foreign_epoch
+
+            return self._foreign_model(read_foreign_epoch(self.source, epoch))
         ckpt = read_checkpoint_file(checkpoint_path(self.path, epoch))
         return model_from_state(ckpt.config, ckpt.model_state, ckpt.split)
 
     def iter_checkpoints(self) -> Iterator[tuple[int, HookedTransformer]]:
+        """(epoch, model) for every saved epoch, oldest first; one model is built at a time."""
+        if self.path is None and self.source is not None:
+            from mechgrok.formats import iter_foreign_checkpoints
+
+            for epoch, state in iter_foreign_checkpoints(self.source):
+                yield epoch, self._foreign_model(state)
+            return
         for epoch in self.checkpoint_epochs:
             yield epoch, self.load_epoch(epoch)
+
+    def _foreign_model(self, state: dict[str, Tensor]) -> HookedTransformer:
+        # the unembed keeps the width this run's own model was loaded with (load_checkpoint)
+        return model_from_state(self.config, state, self.split, self.model.cfg.d_vocab_out)
 
 
 def _epochs_summary(epochs: list[int]) -> str:
@@ -324,6 +397,11 @@ def load_checkpoint(path: str | Path, *, p: int | None = None) -> Run:
     or one of the foreign ``.pth`` formats (the TransformerLens grokking demo, the original
     paper's ``full_run_data.pth``). Returns a :class:`Run` with a ready ``HookedTransformer``.
 
+    A foreign file's run is at its final weights (``run.epoch`` is their number in the file's
+    own numbering, :attr:`mechgrok.formats.ForeignRun.final_epoch`), keeps the unembed as wide
+    as the file has it, and ``run.load_epoch(e)`` / ``run.iter_checkpoints()`` give every epoch
+    the file holds. ``mechgrok.formats.import_run`` turns such a file into a run folder.
+
     ``p``, if given, must match the checkpoint's modulus.
     """
     path = Path(path)
@@ -335,16 +413,16 @@ def load_checkpoint(path: str | Path, *, p: int | None = None) -> Run:
         foreign = read_foreign(path)
         _check_p(path, foreign.config.p, p)
         model = model_from_state(foreign.config, foreign.state_dict, foreign.split, foreign.d_vocab_out)
-        epochs = [e for e, _ in foreign.checkpoints]
         return Run(
             path=None,
             config=foreign.config,
             split=foreign.split,
             model=model,
-            epoch=foreign.config.epochs,
+            epoch=foreign.final_epoch,
             metrics=foreign.metrics,
-            checkpoint_epochs=epochs,
+            checkpoint_epochs=foreign.epochs,
             source_format=foreign.format,
+            source=path,
         )
     ckpt = read_checkpoint_file(path)
     _check_p(path, ckpt.config.p, p)
@@ -414,6 +492,18 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     buffer = io.StringIO()
     pd.DataFrame(rows, columns=METRIC_COLUMNS).to_csv(buffer, index=False)
     atomic_write_text(Path(run_dir) / METRICS_FILE, buffer.getvalue())
+
+
+def imported_from(run_dir: Path) -> dict | None:
+    """What ``mechgrok import`` recorded about a run's foreign source file, or None for a run
+    that mechgrok trained."""
+    path = Path(run_dir) / IMPORT_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); re-import the run into a new folder") from None
 
 
 def read_metrics(run_dir: Path | None) -> pd.DataFrame | None:

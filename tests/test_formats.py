@@ -14,9 +14,11 @@ import types
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from mechgrok import runs
 from mechgrok.runs import attached
 
 from mechgrok import Config, ModularTask, build_model
@@ -538,3 +540,228 @@ def test_load_checkpoint_reads_the_original_file(tmp_path, capsys):
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
     assert "[original]" in out and "mod 31" in out and "d_vocab_out 114" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Foreign runs as ordinary runs: load_epoch, iter_checkpoints, `mechgrok import`
+
+
+def _snapshot(folder):
+    """Every file under ``folder`` with its bytes and mtime, to show nothing changed."""
+    return {str(f.relative_to(folder)): (f.read_bytes(), f.stat().st_mtime_ns) for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def _assert_weights_equal(model, state, names=HOOKED_PARAMETERS):
+    params = dict(model.named_parameters())
+    for name in names:
+        assert torch.equal(params[name].detach(), state[name]), name
+
+
+def test_demo_run_load_epoch_and_iter_checkpoints(tmp_path, monkeypatch):
+    path = tmp_path / "grokking_demo.pth"
+    _, data = write_demo(path, 31)
+    from mechgrok import formats, load_checkpoint
+
+    run = load_checkpoint(path)
+    # the final weights are the epoch-299 checkpoint: the demo numbers a checkpoint by the step just taken
+    assert run.checkpoint_epochs == [99, 199, 299] and run.epoch == 299
+    for epoch, saved in zip([99, 199, 299], data["checkpoints"]):
+        model = run.load_epoch(epoch)
+        _assert_weights_equal(model, saved)
+        assert attached(model).split is run.split and model is not run.model
+    _assert_weights_equal(run.load_epoch(run.epoch), data["model"])
+    with pytest.raises(ValueError, match=r"epoch 100 was not saved in .*grokking_demo\.pth; saved epochs are 99, 199, 299"):
+        run.load_epoch(100)
+
+    # iter_checkpoints reads the file once and converts one checkpoint per step
+    converted = []
+    at = formats._Checkpoints.at
+    monkeypatch.setattr(formats._Checkpoints, "at", lambda self, i: converted.append(i) or at(self, i))
+    loads = []
+    safe_load = formats._safe_load
+    monkeypatch.setattr(formats, "_safe_load", lambda p: loads.append(p) or safe_load(p))
+    walk = run.iter_checkpoints()
+    first_epoch, first = next(walk)
+    assert first_epoch == 99 and converted == [0]
+    _assert_weights_equal(first, data["checkpoints"][0])
+    rest = list(walk)
+    assert [epoch for epoch, _ in rest] == [199, 299] and converted == [0, 1, 2] and len(loads) == 1
+    for (_, model), saved in zip(rest, data["checkpoints"][1:]):
+        _assert_weights_equal(model, saved)
+
+
+def test_original_run_load_epoch_and_import(tmp_path):
+    path = tmp_path / "full_run_data.pth"
+    data = write_original(path, 31, 114)  # 114-wide embed and unembed, as the original's p=31 runs have
+    from mechgrok import load_checkpoint
+    from mechgrok.cli import main
+
+    run = load_checkpoint(path)
+    # checkpoints at 0, 100, 200, and the final weights after the 250 steps the loss history records
+    assert run.checkpoint_epochs == [0, 100, 200, 249] and run.epoch == 249
+    tokens = ModularTask(31).tokens()
+    some = tokens[torch.randperm(len(tokens), generator=torch.Generator().manual_seed(1))[:200]]
+    weights = {**dict(zip([0, 100, 200], data["state_dicts"])), 249: data["model"]}
+    iterated = dict(run.iter_checkpoints())
+    assert list(iterated) == [0, 100, 200, 249]
+    for epoch, original in weights.items():
+        model = run.load_epoch(epoch)
+        assert model.cfg.d_vocab_out == 114  # as load_checkpoint keeps it
+        with torch.no_grad():
+            want = original_forward(original, some)[:, -1]
+            torch.testing.assert_close(model(some)[:, -1].double(), want, atol=1e-5, rtol=0)
+            torch.testing.assert_close(iterated[epoch](some)[:, -1].double(), want, atol=1e-5, rtol=0)
+
+    out = tmp_path / "imported"
+    assert main(["import", str(path), "--out", str(out)]) == 0
+    assert runs.checkpoint_epochs(out) == [0, 100, 200, 249]
+    cfg = runs.read_config(out)
+    assert (cfg.p, cfg.epochs, cfg.checkpoint_every, cfg.seed, cfg.init) == (31, 249, 100, 3, "paper")
+    assert runs.imported_from(out)["source_d_vocab_out"] == 114
+    for epoch in runs.checkpoint_epochs(out):
+        loaded = runs.load_run(out, epoch=epoch)
+        assert loaded.model.cfg.d_vocab_out == 31  # narrowed to the p residues' logits
+        reference = run.load_epoch(epoch)
+        for name, param in reference.named_parameters():
+            want = param.detach()[..., :31] if name.startswith("unembed.") else param.detach()
+            assert torch.equal(dict(loaded.model.named_parameters())[name].detach(), want), (epoch, name)
+        with torch.no_grad():  # the p task logits are the original model's, untouched
+            torch.testing.assert_close(loaded.model(some)[:, -1].double(),
+                                       original_forward(weights[epoch], some)[:, -1, :31], atol=1e-5, rtol=0)
+
+
+def _grokked_demo_file(path):
+    """A demo-format file, saved as the demo saves it, holding three checkpoints of a tiny run that
+    groks (mechgrok's own trainer): TransformerLens state_dicts and a real HookedTransformerConfig."""
+    from _tiny_run import tiny_run
+    from mechgrok.models.transformer import hooked_config
+
+    src = tiny_run()
+    epochs = [200, 600, 1000]
+    states = [runs.load_run(src, epoch=e).model.state_dict() for e in epochs]
+    cfg = runs.read_config(src)
+    split = runs.read_split(src)
+    losses = torch.rand(2, 1001, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    hooked = hooked_config(cfg.replace(init="transformer_lens"))
+    assert type(hooked).__module__.startswith("transformer_lens")
+    _, data = write_demo(path, cfg.p, model=states[-1], config=hooked, checkpoints=states, checkpoint_epochs=epochs,
+                         train_indices=split.train, test_indices=split.test,
+                         train_losses=losses[0].tolist(), test_losses=losses[1].tolist())
+    return data
+
+
+def test_import_demo_run_then_analyse_it(tmp_path, capsys):
+    from mechgrok.analysis.progress import load_progress
+    from mechgrok.cli import main
+    from mechgrok.reproduce.pipeline import reproduce
+    from mechgrok.training.loop import train
+
+    path = tmp_path / "grokking_demo.pth"
+    data = _grokked_demo_file(path)
+    out = tmp_path / "RUN"
+    assert main(["import", str(path), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "[transformer_lens_demo]" in text and "p=31" in text and "3 checkpoints, epochs 200..1000" in text
+
+    names = {f.name for f in out.iterdir()}
+    assert names == {"config.json", "split.safetensors", "metrics.csv", "checkpoints", "imported.json", "source_losses.csv"}
+    assert not (out / runs.RESUME_FILE).exists()
+    cfg = runs.read_config(out)
+    assert (cfg.p, cfg.d_model, cfg.d_mlp, cfg.epochs, cfg.checkpoint_every, cfg.frac_train) == (31, 64, 256, 1000, 400, 0.7)
+    split = runs.read_split(out)
+    assert torch.equal(split.train, data["train_indices"]) and torch.equal(split.test, data["test_indices"])
+    for epoch, saved in zip([200, 600, 1000], data["checkpoints"]):
+        _assert_weights_equal(runs.load_run(out, epoch=epoch).model, saved)
+
+    # metrics.csv: loss and accuracy of each checkpoint, checked against TransformerLens's own forward
+    metrics = runs.read_metrics(out)
+    assert metrics["epoch"].tolist() == [200, 600, 1000]
+    tokens, labels = ModularTask(31).tokens(), ModularTask(31).labels()
+    for row in metrics.itertuples():
+        model = runs.load_run(out, epoch=row.epoch).model
+        with torch.no_grad():
+            logits = model(tokens)[:, -1].double()
+        for name, idx in (("train", split.train), ("test", split.test)):
+            loss = torch.nn.functional.cross_entropy(logits[idx], labels[idx]).item()
+            acc = (logits[idx].argmax(-1) == labels[idx]).double().mean().item()
+            assert getattr(row, f"{name}_loss") == pytest.approx(loss, rel=1e-4, abs=1e-7)
+            assert getattr(row, f"{name}_acc") == pytest.approx(acc, abs=1e-12)
+    assert metrics["test_acc"].iloc[-1] > 0.99  # the tiny run grokked, and the import kept it so
+    source = pd.read_csv(out / runs.SOURCE_LOSSES_FILE)
+    assert source["train_loss"].tolist() == data["train_losses"] and source["epoch"].tolist() == list(range(1001))
+
+    prog = load_progress(out)
+    assert prog.measures["epoch"].tolist() == [200, 600, 1000]
+    assert prog.measures["test_acc"].tolist() == pytest.approx(metrics["test_acc"].tolist(), abs=1e-12)
+
+    before = _snapshot(out / runs.CHECKPOINT_DIR)
+    # reproduce(RUN) does not yet take the saved config by itself, so it is passed
+    result = reproduce(out, epochs=cfg.epochs, config=cfg)
+    assert result.report.exists() and result.report == out / "report.html"
+    assert result.summary["reused_seeds"] == [cfg.seed]
+    assert _snapshot(out / runs.CHECKPOINT_DIR) == before and not (out / runs.RESUME_FILE).exists()
+
+    # training on cannot be exact without the optimizer state: refused, and nothing is touched
+    before = _snapshot(out)
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        train(cfg.replace(epochs=2000), out, tune_process=False)
+    assert main(["train", "--out", str(out), "--epochs", "2000", "--no-progress"]) == 2
+    assert "cannot be resumed" in capsys.readouterr().err
+    assert _snapshot(out) == before
+
+
+def test_import_refuses_a_non_empty_folder(tmp_path, capsys):
+    from mechgrok.cli import main
+    from mechgrok.formats import import_run
+
+    path = tmp_path / "grokking_demo.pth"
+    write_demo(path, 31)
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    before = _snapshot(out)
+    with pytest.raises(ValueError, match=r"busy is not empty \(it holds notes\.txt\).*nothing in it was touched"):
+        import_run(path, out)
+    assert main(["import", str(path), "--out", str(out)]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert _snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["busy", "grokking_demo.pth"]
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        import_run(path, a_file)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert import_run(path, empty) == empty and runs.checkpoint_epochs(empty) == [99, 199, 299]
+
+
+def test_interrupted_import_leaves_nothing(tmp_path, monkeypatch):
+    from mechgrok.formats import import_run
+
+    path = tmp_path / "grokking_demo.pth"
+    write_demo(path, 31)
+    save = runs.save_checkpoint
+    calls = []
+
+    def killed_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "save_checkpoint", killed_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        import_run(path, tmp_path / "RUN")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grokking_demo.pth"]  # no run, no temporary folder
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_import_refuses_a_malicious_pickle(tmp_path, capsys, zip_format):
+    from mechgrok.cli import main
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {}, "config": Payload(marker)}, path, _use_new_zipfile_serialization=zip_format)
+    assert main(["import", str(path), "--out", str(tmp_path / "RUN")]) == 2
+    assert "disallowed object" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "RUN").exists()
