@@ -15,18 +15,22 @@ docs mention must resolve.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import io
 import re
 import shutil
+import sys
 import traceback
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from _tiny_run import tiny_run
+from mechgrok import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -110,23 +114,33 @@ def test_python_blocks_run(page: Path, mainline: Path, foreign_files: dict, tmp_
     for name, path in foreign_files.items():
         shutil.copy(path, tmp_path / name)
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "__docs__"}
+    # The page runs as a module, as a script would run as __main__: so `f"{__name__}:Class"` names
+    # what it defines (registry entries) and dataclasses find their module.
+    module = types.ModuleType("docs_" + re.sub(r"\W", "_", page.stem))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    saved = {"TASKS": dict(registry.TASKS), "FAMILIES": dict(registry.FAMILIES)}  # restored afterwards
+    namespace = module.__dict__
     stdout = io.StringIO()
-    for block in python:
-        if block.not_run:
-            continue
-        # Pad with blank lines so tracebacks give the line numbers of the .md file.
-        code = compile("\n" * (block.line - 1) + block.code, str(page), "exec")
-        failure = None
-        try:
-            with contextlib.redirect_stdout(stdout):
-                exec(code, namespace)
-        except Exception as err:  # noqa: BLE001 - any failure of a docs example is reported
-            # the traceback from the block on (not the harness), without chained exceptions
-            tb = "".join(traceback.format_exception(type(err), err, err.__traceback__.tb_next, chain=False))
-            failure = f"{block.where()} raised {type(err).__name__}: {err}\n\n{tb}"
-        if failure:
-            pytest.fail(failure, pytrace=False)
+    try:
+        for block in python:
+            if block.not_run:
+                continue
+            # Pad with blank lines so tracebacks give the line numbers of the .md file.
+            code = compile("\n" * (block.line - 1) + block.code, str(page), "exec")
+            failure = None
+            try:
+                with contextlib.redirect_stdout(stdout):
+                    exec(code, namespace)
+            except Exception as err:  # noqa: BLE001 - any failure of a docs example is reported
+                # the traceback from the block on (not the harness), without chained exceptions
+                tb = "".join(traceback.format_exception(type(err), err, err.__traceback__.tb_next, chain=False))
+                failure = f"{block.where()} raised {type(err).__name__}: {err}\n\n{tb}"
+            if failure:
+                pytest.fail(failure, pytrace=False)
+    finally:
+        for name, table in saved.items():
+            getattr(registry, name).clear()
+            getattr(registry, name).update(table)
     check = EXTRA_CHECKS.get(str(page.relative_to(ROOT)))
     if check:
         check(namespace, stdout.getvalue())
@@ -201,3 +215,68 @@ def test_mentioned_mechgrok_names_resolve() -> None:
         names = {m for span in _inline_code(page) for m in re.findall(r"\bmechgrok(?:\.\w+)+", span)}
         bad += [f"{page.relative_to(ROOT)}: {name}" for name in sorted(names) if not _resolves(name)]
     assert not bad, "these names do not exist:\n" + "\n".join(bad)
+
+
+# ----------------------------------------------------------------------------- docs/architecture.md
+# The layers of docs/architecture.md, bottom up, and the upward imports it names.
+LAYERS = [
+    ("mechgrok.config", "mechgrok.registry", "mechgrok.hooks", "mechgrok.scoring", "mechgrok.speed"),
+    ("mechgrok.tasks",),
+    ("mechgrok.models",),
+    ("mechgrok.runs", "mechgrok.formats", "mechgrok.training"),
+    ("mechgrok.analysis",),
+    ("mechgrok.report",),
+    ("mechgrok.reproduce",),
+    ("mechgrok.cli",),
+]
+UPWARD_IMPORTS = {
+    ("mechgrok.models.transformer", "mechgrok.runs"),  # build_model(split=...) attaches the run
+    ("mechgrok.report.figures", "mechgrok.reproduce.nanda2023"),  # the paper's numbers (data only)
+    ("mechgrok.report.html", "mechgrok.reproduce.nanda2023"),
+}
+
+
+def _layer(module: str) -> int | None:
+    for rank, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (not under ``if TYPE_CHECKING``)."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:  # `from pkg import module` counts as importing pkg.module
+                name = f"{node.module}.{alias.name}"
+                where = ROOT / name.replace(".", "/")
+                found.add(name if where.with_suffix(".py").exists() or where.is_dir() else node.module)
+    return found
+
+
+def test_architecture_layers_hold() -> None:
+    bad = []
+    for path in sorted((ROOT / "mechgrok").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if module == "mechgrok":
+            continue  # the lazy public API names every layer
+        rank = _layer(module)
+        assert rank is not None, f"{module} is in no layer of docs/architecture.md"
+        for imported in _imports(path):
+            if imported.split(".")[0] == "experiments":
+                bad.append(f"{module} imports {imported}: nothing in the package imports experiments/")
+            if module.startswith("mechgrok.analysis") and imported.startswith("mechgrok.report"):
+                bad.append(f"{module} imports {imported}: analysis never imports report")
+            other = _layer(imported) if imported.startswith("mechgrok.") else None
+            if other is not None and other > rank and (module, imported) not in UPWARD_IMPORTS:
+                bad.append(f"{module} (layer {rank}) imports {imported} (layer {other})")
+    assert not bad, "\n".join(bad)
