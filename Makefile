@@ -1,13 +1,13 @@
 # Two commands set everything up on a fresh machine (each creates .venv if missing and installs):
 #   make test        run the test suite
 #   make reproduce   train (or reuse) the mainline, then measures, figures, runs/mainline/report.html
-# Also: make train (training only), make test-slow (long end-to-end checks), make bench.
+# Also: make train (training only), make test-slow (long end-to-end checks), make bench, make lint.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow train reproduce bench clean
+.PHONY: install test test-slow train reproduce bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,10 @@ reproduce: $(STAMP)
 	$(BIN)/mechgrok reproduce
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python experiments/benchmarks/train_speed.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check mechgrok tests experiments
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
