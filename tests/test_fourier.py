@@ -110,19 +110,49 @@ def test_sum_directions_are_unit_and_match_basis_formula():
         assert torch.allclose(d[1], sin_dir, atol=1e-12)
 
 
+def test_difference_directions_match_basis_formula():
+    """sign=-1: cos(w(a-b)) = cos_a cos_b + sin_a sin_b, sin(w(a-b)) = sin_a cos_b - cos_a sin_b."""
+    F = fourier.fourier_basis(P)
+    a, b = torch.meshgrid(torch.arange(P), torch.arange(P), indexing="ij")
+    for k in (1, 4, 15):
+        d = fourier.sum_directions(P, k, sign=-1)
+        c, s = F[fourier.cos_component(k)], F[fourier.sin_component(k)]
+        assert torch.allclose(d[0], (torch.outer(c, c) + torch.outer(s, s)) / math.sqrt(2), atol=1e-12)
+        assert torch.allclose(d[1], (torch.outer(s, c) - torch.outer(c, s)) / math.sqrt(2), atol=1e-12)
+        # the directions of a-b are orthogonal to those of a+b
+        assert (d.flatten(1) @ fourier.sum_directions(P, k).flatten(1).T).abs().max() < 1e-12
+        # and they are the waves of a-b, up to their norm
+        wave = torch.cos(2 * math.pi * k * (a - b).double() / P)
+        assert torch.allclose(d[0], wave / wave.norm(), atol=1e-12)
+    # the default is addition, exactly
+    assert torch.equal(fourier.sum_directions(P, 4), fourier.sum_directions(P, 4, sign=+1))
+
+
+@pytest.mark.parametrize("sign", [+1, -1])
 @pytest.mark.parametrize("terms, per_k", [("sum", 2), ("all", 8)])
-def test_frequency_directions_2d_orthonormal(terms, per_k):
-    D = fourier.frequency_directions_2d(P, [2, 9, 3], terms=terms)
+def test_frequency_directions_2d_orthonormal(terms, per_k, sign):
+    D = fourier.frequency_directions_2d(P, [2, 9, 3], terms=terms, sign=sign)
     assert D.shape == (3 * per_k, P * P)
     assert torch.allclose(D @ D.T, torch.eye(3 * per_k, dtype=D.dtype), atol=1e-12)
     # orthogonal to the constant, so "keep" can add the mean back separately
     assert D.sum(dim=1).abs().max() < 1e-10
 
 
-def test_all_terms_contain_sum_directions():
-    sum_d = fourier.frequency_directions_2d(P, [6], "sum")
-    all_d = fourier.frequency_directions_2d(P, [6], "all")
+@pytest.mark.parametrize("sign", [+1, -1])
+def test_all_terms_contain_sum_directions(sign):
+    sum_d = fourier.frequency_directions_2d(P, [6], "sum", sign)
+    all_d = fourier.frequency_directions_2d(P, [6], "all", sign)
     assert torch.allclose(fourier.project_onto(sum_d.T, all_d), sum_d.T, atol=1e-12)
+    # the eight terms do not depend on the sign
+    assert torch.equal(all_d, fourier.frequency_directions_2d(P, [6], "all"))
+
+
+@pytest.mark.parametrize("bad", [0, 2, -2, True, "sub", None])
+def test_a_bad_sign_is_refused(bad):
+    with pytest.raises(ValueError, match="sign=.*op='add'.*op='sub'"):
+        fourier.check_sign(bad)
+    with pytest.raises(ValueError, match="sign="):
+        fourier.frequency_directions_2d(P, [1], "sum", bad)
 
 
 def test_projection_and_removal():

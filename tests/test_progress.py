@@ -137,7 +137,7 @@ def test_logit_measurer_equals_the_ablation_functions(run_dir, key):
     """The batched projections give exactly what ablations/circuits compute one at a time."""
     run = runs.load_run(run_dir)
     acts = circuits.gather_activations(run.model)
-    m = progress.LogitMeasurer(run.config.p, run.split, key)(acts.logits)
+    m = progress.LogitMeasurer(run.task, run.split, key)(acts.logits)
     assert m["restricted_loss"] == pytest.approx(ablations.restricted_loss(acts.logits, acts.labels, key), rel=1e-9)
     assert m["excluded_loss"] == pytest.approx(
         ablations.excluded_loss(acts.logits, acts.labels, key, run.split.train), rel=1e-9
@@ -162,7 +162,7 @@ def test_logit_measurer_on_a_pure_wave():
     b = torch.arange(p).repeat(p)
     c = torch.arange(p)
     logits = alpha * torch.cos(2 * math.pi * k * ((a + b)[:, None] - c[None, :]).double() / p)
-    m = progress.LogitMeasurer(p, split, [k, 7])(logits)
+    m = progress.LogitMeasurer(ModularTask(p), split, [k, 7])(logits)
     assert m[f"cos_coefficient[{k}]"] == pytest.approx(alpha, rel=1e-12)
     assert m["cos_coefficient[7]"] == pytest.approx(0, abs=1e-12)
     assert m[f"excluded_loss[{k}]"] == pytest.approx(math.log(p), rel=1e-9)  # all logits removed: uniform
@@ -172,14 +172,20 @@ def test_logit_measurer_on_a_pure_wave():
 
 def test_logit_measurer_rejects_bad_input():
     split = make_split(23 * 23, 0.5, 0)
+    task = ModularTask(23)
     with pytest.raises(ValueError, match="key_freqs is empty"):
-        progress.LogitMeasurer(23, split, [])
+        progress.LogitMeasurer(task, split, [])
     with pytest.raises(ValueError, match="out of range"):
-        progress.LogitMeasurer(23, split, [12])
+        progress.LogitMeasurer(task, split, [12])
     with pytest.raises(ValueError, match="split covers"):
-        progress.LogitMeasurer(23, make_split(100, 0.5, 0), [3])
+        progress.LogitMeasurer(task, make_split(100, 0.5, 0), [3])
     with pytest.raises(ValueError, match="p²"):
-        progress.LogitMeasurer(23, split, [3])(torch.zeros(10, 23))
+        progress.LogitMeasurer(task, split, [3])(torch.zeros(10, 23))
+    # the labels and directions come from the task, never from a bare p
+    with pytest.raises(ValueError, match="not p=23.*ModularTask"):
+        progress.LogitMeasurer(23, split, [3])
+    with pytest.raises(ValueError, match="op='add'.*op='sub'.*op='mul'"):
+        progress.LogitMeasurer(ModularTask(23, "mul"), split, [3])
 
 
 # ----------------------------------------------------------------------------- over a run
@@ -198,7 +204,7 @@ def test_measures_match_an_independent_implementation(run_dir, key):
         # the one-checkpoint entry point gives the same row
         model = run.model.double()
         logits = model(ModularTask(run.config.p).tokens())[:, -1].detach()
-        single = progress.measure_checkpoint(logits, runs.state_tensors(model), run.config.p, run.split, key)
+        single = progress.measure_checkpoint(logits, runs.state_tensors(model), run.task, run.split, key)
         for name, value in single.items():
             assert row[name] == pytest.approx(value, rel=1e-9, abs=1e-12), (epoch, name)
 

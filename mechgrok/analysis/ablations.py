@@ -11,11 +11,20 @@ neurons        ``blocks.0.mlp.hook_post``   2D over the input grid, at the ``=``
 logits         ``unembed.hook_out``         2D over the input grid, at the ``=`` position
 =============  ===========================  =================================================
 
+The sites are the model family's (``registry.family(cfg.family).site(name)``, a
+:class:`mechgrok.hooks.Site`), and every hook edits its activation through ``Site.apply``.
+
 Modes: ``"remove"`` subtracts the chosen frequencies' components; ``"keep"`` replaces the
 activation by those components plus its mean over inputs (the paper's bias correction).
 At the 2D sites, ``terms`` says what "frequency k" means (``mechgrok.fourier``):
-``"sum"`` is the two directions cos/sin(w_k(a+b)) the algorithm uses; ``"all"`` is the eight
+``"sum"`` is the two directions cos/sin(w_k(a + s·b)) the algorithm uses; ``"all"`` is the eight
 2D terms built from frequency k and the constant (the neuron-cluster definition).
+
+Valid tasks: modular arithmetic with op='add' (s = +1, directions of a+b) or op='sub'
+(s = -1, a-b). The entry points that take a model (``ablate_frequencies``,
+``section_4_4_table``) read s from the run's task and raise ``ValueError`` for every other
+operation. The functions of tensors alone (hook factories, ``restricted_loss`` ...) take it as
+the keyword ``sign``, default +1 (addition): pass ``require_fourier(task, ...)`` for a sub run.
 
 Every site's hooks act on the whole batch at once, so the batch must be all p² inputs in grid
 order (``ModularTask(p).tokens()``, index a*p + b). ``frequency_hooks`` adds a guard on ``hook_embed``
@@ -37,9 +46,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechgrok import hooks
+from mechgrok import hooks, registry
 from mechgrok.analysis import fourier
-from mechgrok.runs import attached
+from mechgrok.runs import RunInfo, attached
+from mechgrok.tasks.modular import require_fourier
 from mechgrok.scoring import AblationResult, accuracy, cross_entropy, p_of_logits, score, task_logits
 
 __all__ = [
@@ -65,24 +75,38 @@ __all__ = [
     "cluster_approximation_hook",
     "neuron_projection_hook",
     "SECTION_4_4_INTERVENTIONS",
+    "section_4_4_interventions",
     "section_4_4_table",
 ]
 
 HookFn = Callable[[Tensor, Any], Tensor]
-Site = Literal["embeddings", "neurons", "logits"]
+SiteName = Literal["embeddings", "neurons", "logits"]
 Mode = Literal["remove", "keep"]
 SITES: tuple[str, ...] = ("embeddings", "neurons", "logits")
 MODES: tuple[str, ...] = ("remove", "keep")
+DEFAULT_FAMILY = "transformer"
 
 
-def _grid_task(model: torch.nn.Module):
+def _grid_task(model: torch.nn.Module, analysis: str = "running the model on the input grid") -> RunInfo:
+    """The model's run info, if its task lists all p² pairs in grid order (every op but 'div')."""
     info = attached(model)
-    if info.task.n_pairs != info.task.p**2:
+    if not info.task.is_grid:
         raise ValueError(
-            f"op={info.task.op!r} does not use the full p×p grid, so Fourier-grid ablations are undefined; "
-            "use an operation other than 'div'"
+            f"{analysis} needs all p² pairs in grid order, but op={info.task.op!r} lists {info.task.n_pairs} "
+            "(it drops b = 0); it is defined for every other operation"
         )
     return info
+
+
+def _fourier_run(model: torch.nn.Module, analysis: str) -> tuple[RunInfo, int]:
+    """The model's run info and its task's Fourier sign (+1 add, -1 sub); ValueError for other ops."""
+    info = attached(model)
+    return info, require_fourier(info.task, analysis)
+
+
+def _site(name: str, family: str = DEFAULT_FAMILY) -> hooks.Site:
+    """The ablation site ``name`` of model family ``family`` (``registry.family(...).sites``)."""
+    return registry.family(family).site(name)
 
 
 def evaluate(model: torch.nn.Module, fwd_hooks: Sequence[tuple[str, HookFn]] = ()) -> AblationResult:
@@ -90,7 +114,7 @@ def evaluate(model: torch.nn.Module, fwd_hooks: Sequence[tuple[str, HookFn]] = (
 
     The hooks live only inside ``with model.hooks(...)``, so none remain afterwards, even on error.
     """
-    info = _grid_task(model)
+    info = _grid_task(model, "evaluate")
     tokens = info.task.tokens().to(model.W_E.device)
     with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
         logits = model(tokens)[:, -1]
@@ -148,66 +172,83 @@ def grid_order_guard(p: int, W_E: Float[Tensor, "d_vocab d_model"] | None = None
     return guard
 
 
-def embedding_hook(p: int, ks: Iterable[int], mode: Mode = "remove") -> HookFn:
+def embedding_hook(p: int, ks: Iterable[int], mode: Mode = "remove", *, site: hooks.Site | None = None) -> HookFn:
     """A ``hook_embed`` hook that ablates frequencies ``ks`` of the a and b embeddings (1D basis).
 
     Position 0's embedding is a function of a only; over the grid it is ablated along a, and
     position 1's along b. ``remove`` gives the rows of W_E with the cos k / sin k components
     subtracted; ``keep`` the mean row plus those components. The ``=`` position is untouched.
+    The same for every operation (no a±b direction is involved). ``site``: default the
+    transformer family's "embeddings" site.
     """
     _check_mode(mode)
+    site = _site("embeddings") if site is None else site
     directions = fourier.frequency_directions_1d(p, ks)
 
-    def hook_fn(activation: Float[Tensor, "batch pos d_model"], hook: Any) -> Tensor:
-        _check_batch(activation, p, "embedding")
-        out = activation.clone()
-        grid = fourier.to_grid(activation, p)  # [a, b, pos, d_model]
+    def ablate(x: Float[Tensor, "batch pos d_model"]) -> Tensor:
+        out = x.clone()
+        grid = fourier.to_grid(x, p)  # [a, b, pos, d_model]
         a_side = _ablate(grid[:, :, 0], directions, mode)  # axis 0 is a
         b_side = _ablate(grid[:, :, 1].transpose(0, 1), directions, mode).transpose(0, 1)  # axis 0 is b
         out[:, 0] = fourier.from_grid(a_side)
         out[:, 1] = fourier.from_grid(b_side)
         return out
 
+    def hook_fn(activation: Float[Tensor, "batch pos d_model"], hook: Any) -> Tensor:
+        _check_batch(activation, p, "embedding")
+        return site.apply(activation, ablate)
+
     return hook_fn
 
 
-def _grid_site_hook(p: int, ks: Iterable[int], mode: str, terms: str, name: str) -> HookFn:
+def _grid_site_hook(p: int, ks: Iterable[int], mode: str, terms: str, sign: int, site: hooks.Site, name: str) -> HookFn:
     _check_mode(mode)
-    directions = fourier.frequency_directions_2d(p, ks, terms)
+    directions = fourier.frequency_directions_2d(p, ks, terms, sign)
 
     def hook_fn(activation: Tensor, hook: Any) -> Tensor:
         _check_batch(activation, p, name)
-        out = activation.clone()
-        out[:, hooks.EQUALS_POS] = _ablate(activation[:, hooks.EQUALS_POS], directions, mode)
-        return out
+        return site.apply(activation, lambda x: _ablate(x, directions, mode))
 
     return hook_fn
 
 
-def neuron_hook(p: int, ks: Iterable[int], mode: Mode = "remove", terms: fourier.Terms = "sum") -> HookFn:
+def neuron_hook(
+    p: int, ks: Iterable[int], mode: Mode = "remove", terms: fourier.Terms = "sum", *, sign: int = +1,
+    site: hooks.Site | None = None,
+) -> HookFn:
     """A ``blocks.0.mlp.hook_post`` hook that ablates frequencies ``ks`` of every neuron's activation
-    over the input grid, at the ``=`` position. See the module docstring for ``mode`` and ``terms``."""
-    return _grid_site_hook(p, ks, mode, terms, "neuron")
+    over the input grid, at the ``=`` position. See the module docstring for ``mode``, ``terms`` and
+    ``sign`` (+1, the default, for op='add'; -1 for op='sub'). ``site``: default the transformer
+    family's "neurons" site."""
+    return _grid_site_hook(p, ks, mode, terms, sign, _site("neurons") if site is None else site, "neuron")
 
 
-def logit_hook(p: int, ks: Iterable[int], mode: Mode = "remove", terms: fourier.Terms = "sum") -> HookFn:
+def logit_hook(
+    p: int, ks: Iterable[int], mode: Mode = "remove", terms: fourier.Terms = "sum", *, sign: int = +1,
+    site: hooks.Site | None = None,
+) -> HookFn:
     """An ``unembed.hook_out`` hook that ablates frequencies ``ks`` of every logit over the input
-    grid, at the ``=`` position. See the module docstring for ``mode`` and ``terms``."""
-    return _grid_site_hook(p, ks, mode, terms, "logit")
-
-
-SITE_HOOKS = {"embeddings": hooks.EMBED, "neurons": hooks.MLP_POST, "logits": hooks.LOGITS}
+    grid, at the ``=`` position. See the module docstring for ``mode``, ``terms`` and ``sign``
+    (+1, the default, for op='add'; -1 for op='sub'). ``site``: default the transformer family's
+    "logits" site."""
+    return _grid_site_hook(p, ks, mode, terms, sign, _site("logits") if site is None else site, "logit")
 
 
 def frequency_hooks(
     p: int,
     ks: Iterable[int],
-    site: Site = "logits",
+    site: SiteName = "logits",
     mode: Mode = "remove",
     terms: fourier.Terms = "sum",
     W_E: Tensor | None = None,
+    *,
+    sign: int = +1,
+    family: str = DEFAULT_FAMILY,
 ) -> list[tuple[str, HookFn]]:
     """``fwd_hooks`` for ``model.hooks``: a grid-order guard, then the ablation at ``site``.
+
+    ``sign``: +1 (default) for a model of op='add', -1 for op='sub' (module docstring);
+    ``family``: the model family whose site is used (``Config.family``).
 
     >>> with model.hooks(fwd_hooks=frequency_hooks(113, [14, 35], site="neurons", mode="keep")):
     ...     logits = model(ModularTask(113).tokens())
@@ -215,62 +256,74 @@ def frequency_hooks(
     if site not in SITES:
         raise ValueError(f"site={site!r} is not one of {SITES}; pass e.g. site='logits'")
     _check_mode(mode)
+    fourier.check_sign(sign)
     if site != "embeddings" and terms not in fourier.TERMS:
         raise ValueError(f"terms={terms!r} is not one of {fourier.TERMS}; pass terms='sum' or terms='all'")
+    where = _site(site, family)
     if site == "embeddings":
-        fn = embedding_hook(p, ks, mode)
+        fn = embedding_hook(p, ks, mode, site=where)
     elif site == "neurons":
-        fn = neuron_hook(p, ks, mode, terms)
+        fn = neuron_hook(p, ks, mode, terms, sign=sign, site=where)
     else:
-        fn = logit_hook(p, ks, mode, terms)
-    return [(hooks.EMBED, grid_order_guard(p, W_E)), (SITE_HOOKS[site], fn)]
+        fn = logit_hook(p, ks, mode, terms, sign=sign, site=where)
+    return [(hooks.EMBED, grid_order_guard(p, W_E)), (where.hook, fn)]
 
 
 def ablate_frequencies(
     model: torch.nn.Module,
     ks: Iterable[int],
-    site: Site = "logits",
+    site: SiteName = "logits",
     mode: Mode = "remove",
     terms: fourier.Terms = "sum",
 ) -> AblationResult:
     """Loss and accuracy of ``model`` on train, test and all inputs with frequencies ``ks`` ablated.
 
-    ``site`` is "embeddings", "neurons" or "logits"; ``mode`` "remove" or "keep" (keep only
-    ``ks``, plus the mean); ``terms`` "sum" or "all" at the 2D sites (module docstring; the 1D
-    embedding site has just cos k and sin k per frequency, so ``terms`` does not apply). The
-    model must carry its task and split (``build_model(cfg, split=...)``, ``load_run``). No hook
-    remains registered afterwards.
+    Valid for runs of op='add' (directions of a+b) and op='sub' (a-b), read from the run's
+    task; any other operation raises ``ValueError``. ``site`` is "embeddings", "neurons" or
+    "logits"; ``mode`` "remove" or "keep" (keep only ``ks``, plus the mean); ``terms`` "sum" or
+    "all" at the 2D sites (module docstring; the 1D embedding site has just cos k and sin k per
+    frequency, so ``terms`` does not apply). The model must carry its task and split
+    (``build_model(cfg, split=...)``, ``load_run``). No hook remains registered afterwards.
 
     >>> ablate_frequencies(model, [14, 35, 41, 42, 52], mode="keep").loss_all
     """
-    info = _grid_task(model)
-    fwd_hooks = frequency_hooks(info.task.p, ks, site=site, mode=mode, terms=terms, W_E=model.W_E.detach())
+    info, sign = _fourier_run(model, "ablate_frequencies")
+    fwd_hooks = frequency_hooks(info.task.p, ks, site=site, mode=mode, terms=terms, W_E=model.W_E.detach(),
+                                sign=sign, family=info.config.family)
     return evaluate(model, fwd_hooks)
 
 
 # ----------------------------------------------------------------------------- restricted / excluded
-def restricted_logits(logits: Float[Tensor, "batch d_vocab_out"], key_freqs: Iterable[int]) -> Float[Tensor, "batch c"]:
-    """The logits projected onto cos/sin(w_k(a+b)) of the key frequencies, plus each class's mean (float64)."""
+# These take logits and labels, not a run: ``sign`` is +1 (default, op='add': a+b) or -1
+# (op='sub': a-b), and the labels must be the run's task's labels (``task.labels()``).
+def restricted_logits(
+    logits: Float[Tensor, "batch d_vocab_out"], key_freqs: Iterable[int], *, sign: int = +1
+) -> Float[Tensor, "batch c"]:
+    """The logits projected onto cos/sin(w_k(a + sign·b)) of the key frequencies, plus each class's mean (float64)."""
     p = p_of_logits(logits)
     x = task_logits(logits, p).double()
-    return _ablate(x, fourier.frequency_directions_2d(p, key_freqs, "sum"), "keep")
+    return _ablate(x, fourier.frequency_directions_2d(p, key_freqs, "sum", sign), "keep")
 
 
-def excluded_logits(logits: Float[Tensor, "batch d_vocab_out"], key_freqs: Iterable[int]) -> Float[Tensor, "batch c"]:
-    """The logits minus their projection onto cos/sin(w_k(a+b)) of the key frequencies (float64)."""
+def excluded_logits(
+    logits: Float[Tensor, "batch d_vocab_out"], key_freqs: Iterable[int], *, sign: int = +1
+) -> Float[Tensor, "batch c"]:
+    """The logits minus their projection onto cos/sin(w_k(a + sign·b)) of the key frequencies (float64)."""
     p = p_of_logits(logits)
     x = task_logits(logits, p).double()
-    return _ablate(x, fourier.frequency_directions_2d(p, key_freqs, "sum"), "remove")
+    return _ablate(x, fourier.frequency_directions_2d(p, key_freqs, "sum", sign), "remove")
 
 
 def restricted_loss(
-    logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"], key_freqs: Iterable[int]
+    logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"], key_freqs: Iterable[int], *,
+    sign: int = +1,
 ) -> float:
     """docs/concepts.md: the loss over all p² inputs of ``restricted_logits``.
 
-    ``logits`` are the last-position logits over all p² inputs in grid order.
+    ``logits`` are the last-position logits over all p² inputs in grid order; ``sign`` +1
+    (default) for op='add', -1 for op='sub'.
     """
-    return cross_entropy(restricted_logits(logits, key_freqs), labels).item()
+    return cross_entropy(restricted_logits(logits, key_freqs, sign=sign), labels).item()
 
 
 def excluded_loss(
@@ -278,9 +331,13 @@ def excluded_loss(
     labels: Int[Tensor, "batch"],
     key_freqs: Iterable[int],
     train: Int[Tensor, "n_train"],
+    *,
+    sign: int = +1,
 ) -> float:
-    """docs/concepts.md: the loss of ``excluded_logits`` on the train inputs only (indices ``train``)."""
-    return cross_entropy(excluded_logits(logits, key_freqs)[train], labels[train]).item()
+    """docs/concepts.md: the loss of ``excluded_logits`` on the train inputs only (indices ``train``).
+
+    ``sign`` +1 (default) for op='add', -1 for op='sub'."""
+    return cross_entropy(excluded_logits(logits, key_freqs, sign=sign)[train], labels[train]).item()
 
 
 def frequency_ablation_losses(
@@ -288,18 +345,22 @@ def frequency_ablation_losses(
     labels: Int[Tensor, "batch"],
     split: Any = None,
     key_freqs: Iterable[int] = (),
+    *,
+    sign: int = +1,
 ) -> pd.DataFrame:
-    """Remove each frequency k = 1..K from the logits (its cos/sin(w_k(a+b)) directions) in turn.
+    """Remove each frequency k = 1..K from the logits (its cos/sin(w_k(a + sign·b)) directions) in turn.
 
     Returns one row per k with ``loss_all`` (the paper's Fig. 6) and, when ``split`` is given,
     ``loss_train`` (the per-frequency excluded loss) and ``loss_test``; ``key`` marks ``key_freqs``.
+    ``sign`` +1 (default) for op='add', -1 for op='sub'.
     """
     p = p_of_logits(logits)
     x = task_logits(logits, p).double()
     keys = set(fourier.check_frequencies(key_freqs, p))
+    fourier.check_sign(sign)
     rows = []
     for k in fourier.frequencies(p):
-        ablated = _ablate(x, fourier.frequency_directions_2d(p, [k], "sum"), "remove")
+        ablated = _ablate(x, fourier.frequency_directions_2d(p, [k], "sum", sign), "remove")
         row: dict[str, Any] = {"frequency": k, "key": k in keys, "loss_all": cross_entropy(ablated, labels).item()}
         if split is not None:
             row["loss_train"] = cross_entropy(ablated[split.train], labels[split.train]).item()
@@ -309,52 +370,63 @@ def frequency_ablation_losses(
 
 
 # ----------------------------------------------------------------------------- §4.4 interventions
-def cluster_approximation_hook(p: int, neuron_frequency: Mapping[int, int]) -> HookFn:
+def cluster_approximation_hook(
+    p: int, neuron_frequency: Mapping[int, int], *, site: hooks.Site | None = None
+) -> HookFn:
     """A ``blocks.0.mlp.hook_post`` hook that replaces each listed neuron by its single-frequency
     degree-2 approximation: its mean plus its projection onto the eight 2D terms of its frequency.
 
     ``neuron_frequency`` maps neuron index -> frequency (e.g. the clustered rows of
-    ``circuits.neuron_clusters``); other neurons are untouched.
+    ``circuits.neuron_clusters``); other neurons are untouched. The eight terms hold both
+    cos/sin(w_k(a+b)) and cos/sin(w_k(a-b)), so this is the same for op='add' and op='sub'.
+    ``site``: default the transformer family's "neurons" site.
     """
+    site = _site("neurons") if site is None else site
     groups: dict[int, list[int]] = {}
     for neuron, k in neuron_frequency.items():
         groups.setdefault(int(k), []).append(int(neuron))
     directions = {k: fourier.frequency_directions_2d(p, [k], "all") for k in groups}
 
+    def approximate(last: Float[Tensor, "batch neuron"]) -> Tensor:
+        out = last.clone()
+        for k, neurons in groups.items():
+            idx = torch.tensor(neurons, device=last.device)
+            out[:, idx] = _ablate(last[:, idx], directions[k], "keep")
+        return out
+
     def hook_fn(activation: Float[Tensor, "batch pos neuron"], hook: Any) -> Tensor:
         _check_batch(activation, p, "cluster approximation")
-        out = activation.clone()
-        last = activation[:, hooks.EQUALS_POS]
-        for k, neurons in groups.items():
-            idx = torch.tensor(neurons, device=activation.device)
-            out[:, hooks.EQUALS_POS, idx] = _ablate(last[:, idx], directions[k], "keep")
-        return out
+        return site.apply(activation, approximate)
 
     return hook_fn
 
 
 def neuron_projection_hook(
-    directions: Float[Tensor, "direction neuron"], onto: Literal["span", "null"] = "span"
+    directions: Float[Tensor, "direction neuron"], onto: Literal["span", "null"] = "span", *,
+    site: hooks.Site | None = None,
 ) -> HookFn:
     """A ``blocks.0.mlp.hook_post`` hook that projects each input's neuron-activation vector (at
     the ``=`` position) onto the span of ``directions``, or onto its orthogonal complement.
 
     With the 2K W_L directions u_k, v_k (``circuits.neuron_logit_fit``) this is the paper's
     "project the MLP output onto the W_L directions / their null space". Works on any batch.
+    ``site``: default the transformer family's "neurons" site.
     """
     if onto not in ("span", "null"):
         raise ValueError(f"onto={onto!r} is not 'span' or 'null'; pass onto='span' or onto='null'")
+    site = _site("neurons") if site is None else site
+
+    def project(last: Float[Tensor, "batch neuron"]) -> Tensor:
+        x = last.T  # [neuron, batch]: project along the neuron axis
+        proj = fourier.project_onto(x, directions) if onto == "span" else fourier.remove_span(x, directions)
+        return proj.T
 
     def hook_fn(activation: Float[Tensor, "batch pos neuron"], hook: Any) -> Tensor:
         if directions.shape[-1] != activation.shape[-1]:
             raise ValueError(
                 f"directions are {directions.shape[-1]}-dimensional but the model has {activation.shape[-1]} neurons"
             )
-        out = activation.clone()
-        last = activation[:, hooks.EQUALS_POS].T  # [neuron, batch]: project along the neuron axis
-        proj = fourier.project_onto(last, directions) if onto == "span" else fourier.remove_span(last, directions)
-        out[:, hooks.EQUALS_POS] = proj.T
-        return out
+        return site.apply(activation, project)
 
     return hook_fn
 
@@ -372,6 +444,14 @@ SECTION_4_4_INTERVENTIONS: tuple[str, ...] = (
 )
 
 
+def section_4_4_interventions(sign: int = +1) -> tuple[str, ...]:
+    """The §4.4 intervention names for a run of sign +1 (op='add': ``SECTION_4_4_INTERVENTIONS``)
+    or -1 (op='sub': the same names with (a-b) for (a+b))."""
+    if fourier.check_sign(sign) == 1:
+        return SECTION_4_4_INTERVENTIONS
+    return tuple(name.replace("(a+b)", "(a-b)") for name in SECTION_4_4_INTERVENTIONS)
+
+
 def section_4_4_table(
     model: torch.nn.Module,
     key_freqs: Iterable[int],
@@ -379,26 +459,31 @@ def section_4_4_table(
     wl_directions: Float[Tensor, "direction neuron"],
 ) -> pd.DataFrame:
     """The paper's §4.4 ablations on ``model``: one row per intervention of
-    ``SECTION_4_4_INTERVENTIONS`` (``mechgrok.reproduce.nanda2023`` has the paper's losses).
+    ``section_4_4_interventions(sign)`` (``mechgrok.reproduce.nanda2023`` has the paper's losses,
+    for op='add').
 
-    ``neuron_frequency``: the clustered neurons and their frequencies; ``wl_directions``: the 2K
-    u_k, v_k of the W_L fit. Both come from ``mechgrok.circuits``. Losses are on all p² inputs.
+    Valid for runs of op='add' (a+b) and op='sub' (a-b, named so in the rows), read from the
+    run's task; any other operation raises ``ValueError``. ``neuron_frequency``: the clustered
+    neurons and their frequencies; ``wl_directions``: the 2K u_k, v_k of the W_L fit. Both come
+    from ``mechgrok.circuits``. Losses are on all p² inputs.
     """
-    info = _grid_task(model)
-    p = info.task.p
+    info, sign = _fourier_run(model, "section_4_4_table")
+    p, family = info.task.p, info.config.family
     ks = fourier.check_frequencies(key_freqs, p)
     W_E = model.W_E.detach()
     guard = (hooks.EMBED, grid_order_guard(p, W_E))
-    names = list(SECTION_4_4_INTERVENTIONS)
+    neurons = _site("neurons", family)
+    names = list(section_4_4_interventions(sign))
+    keys = dict(W_E=W_E, sign=sign, family=family)
     interventions: list[list[tuple[str, HookFn]]] = [
         [],
-        [guard, (hooks.MLP_POST, cluster_approximation_hook(p, neuron_frequency))],
-        frequency_hooks(p, ks, site="neurons", mode="keep", terms="sum", W_E=W_E),
-        [(hooks.MLP_POST, neuron_projection_hook(wl_directions, "span"))],
-        [(hooks.MLP_POST, neuron_projection_hook(wl_directions, "null"))],
-        frequency_hooks(p, ks, site="logits", mode="keep", terms="all", W_E=W_E),
-        frequency_hooks(p, ks, site="logits", mode="keep", terms="sum", W_E=W_E),
-        frequency_hooks(p, ks, site="logits", mode="remove", terms="sum", W_E=W_E),
+        [guard, (neurons.hook, cluster_approximation_hook(p, neuron_frequency, site=neurons))],
+        frequency_hooks(p, ks, site="neurons", mode="keep", terms="sum", **keys),
+        [(neurons.hook, neuron_projection_hook(wl_directions, "span", site=neurons))],
+        [(neurons.hook, neuron_projection_hook(wl_directions, "null", site=neurons))],
+        frequency_hooks(p, ks, site="logits", mode="keep", terms="all", **keys),
+        frequency_hooks(p, ks, site="logits", mode="keep", terms="sum", **keys),
+        frequency_hooks(p, ks, site="logits", mode="remove", terms="sum", **keys),
     ]
     rows = []
     for name, fwd_hooks in zip(names, interventions):

@@ -13,6 +13,12 @@ runs the model: once, on all p² inputs in grid order, collecting what the reado
 * Logits: ``logit_fourier_norms``, ``top_logit_components``, ``logit_cos_fit``.
 * Attention: ``attention_readout``.
 
+Valid tasks: the readouts that use the directions of a+b (``logit_cos_fit``,
+``mlp_direction_fits``) hold for op='add' and, with ``sign=-1`` (a-b), for op='sub'; they take
+the sign as a keyword (default +1, addition) because they see tensors, not a run, so pass
+``require_fourier(acts.task, ...)``. The others (Fourier norms, clusters over the eight 2D terms
+of a frequency, attention) are the same for every operation whose pairs fill the grid.
+
 Axis names follow the glossary in ``mechgrok.hooks``.
 """
 
@@ -28,10 +34,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechgrok import hooks
+from mechgrok import hooks, registry
 from mechgrok.analysis import fourier
 from mechgrok.analysis.ablations import _grid_task
 from mechgrok.scoring import cross_entropy, task_logits
+from mechgrok.tasks.modular import ModularTask
 
 __all__ = [
     "GridActivations",
@@ -75,28 +82,32 @@ class GridActivations:
     attention: Float[Tensor, "batch head key_pos"]  # the pattern from = to a, b and =
     W_E: Float[Tensor, "p d_model"]  # token embeddings of the residues (the = row dropped)
     W_L: Float[Tensor, "neuron c"]  # W_out @ W_U
+    task: ModularTask  # the run's task: labels and the Fourier sign (require_fourier) come from it
 
 
 def gather_activations(model: torch.nn.Module) -> GridActivations:
-    """Run ``model`` once on ``ModularTask(p).tokens()`` with ``run_with_cache`` and collect the readouts' inputs.
+    """Run ``model`` once on its task's tokens (all p² inputs, grid order) and collect the readouts' inputs.
 
-    The model must carry its task and split (``build_model(cfg, split=...)`` or ``load_run``).
+    The model must carry its task and split (``build_model(cfg, split=...)`` or ``load_run``);
+    the labels are its task's. Any operation whose pairs fill the grid (all but 'div').
     """
-    info = _grid_task(model)
+    info = _grid_task(model, "gather_activations")
     p = info.task.p
+    sites = registry.family(info.config.family).sites
+    neurons, out = sites["neurons"], sites["logits"]
     tokens = info.task.tokens().to(model.W_E.device)
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, names_filter=[hooks.MLP_POST, hooks.ATTN_PATTERN])
-    last = hooks.EQUALS_POS
+        logits, cache = model.run_with_cache(tokens, names_filter=[neurons.hook, hooks.ATTN_PATTERN])
     return GridActivations(
         p=p,
         labels=info.task.labels(),
         split=info.split,
-        logits=task_logits(logits[:, last], p).detach().cpu(),
-        neurons=cache[hooks.MLP_POST][:, last].detach().cpu(),
-        attention=cache[hooks.ATTN_PATTERN][:, :, last].detach().cpu(),
+        logits=task_logits(out.select(logits), p).detach().cpu(),
+        neurons=neurons.select(cache[neurons.hook]).detach().cpu(),
+        attention=cache[hooks.ATTN_PATTERN][:, :, out.pos].detach().cpu(),  # the query that is read out
         W_E=model.W_E[:p].detach().cpu(),
         W_L=neuron_logit_map(model.blocks[0].mlp.W_out.detach(), model.W_U.detach(), p).cpu(),
+        task=info.task,
     )
 
 
@@ -206,9 +217,19 @@ def neuron_logit_fit(W_L: Float[Tensor, "neuron c"], key_freqs: Iterable[int]) -
     return NeuronLogitFit(frequencies=ks, u=u, v=v, fitted=fitted, residual_fraction=residual.item())
 
 
-def _sum_waves(p: int, k: int) -> tuple[Tensor, Tensor]:
-    """cos(w_k(a+b)) and sin(w_k(a+b)) over the grid, flattened in grid order (unnormalised)."""
-    s = (torch.arange(p)[:, None] + torch.arange(p)[None, :]).flatten().double()
+def _combination(p: int, sign: int) -> Int[Tensor, "a b"]:
+    """a + sign·b over the grid (not reduced mod p: only cos and sin of it are taken)."""
+    r = torch.arange(p)
+    return r[:, None] + r[None, :] if fourier.check_sign(sign) == 1 else r[:, None] - r[None, :]
+
+
+def _term(sign: int) -> str:
+    return "a+b" if sign == 1 else "a-b"
+
+
+def _sum_waves(p: int, k: int, sign: int = +1) -> tuple[Tensor, Tensor]:
+    """cos(w_k(a + sign·b)) and sin(w_k(a + sign·b)) over the grid, flattened in grid order (unnormalised)."""
+    s = _combination(p, sign).flatten().double()
     w = 2 * math.pi * k / p
     return torch.cos(w * s), torch.sin(w * s)
 
@@ -223,25 +244,30 @@ def _fit(y: Tensor, basis: list[Tensor]) -> tuple[Tensor, float]:
     return coef, float(fve)
 
 
-def mlp_direction_fits(neurons: Float[Tensor, "batch neuron"], fit: NeuronLogitFit) -> pd.DataFrame:
+def mlp_direction_fits(
+    neurons: Float[Tensor, "batch neuron"], fit: NeuronLogitFit, *, sign: int = +1
+) -> pd.DataFrame:
     """The paper's Table 1: u_k·MLP(a, b) ≈ α cos(w_k(a+b)) and v_k·MLP(a, b) ≈ β sin(w_k(a+b)).
 
-    ``neurons`` are the activations at the ``=`` position over all p² inputs in grid order. For
-    each key frequency and each of u_k, v_k, the centred projection is fitted by its one matching
-    wave (``coefficient``, ``fve``), and by cos and sin together (``fve_cos_sin``).
+    ``sign`` +1 (default) for op='add'; -1 for op='sub', whose waves are of a-b (and the
+    ``term`` column says so). ``neurons`` are the activations at the ``=`` position over all p²
+    inputs in grid order. For each key frequency and each of u_k, v_k, the centred projection is
+    fitted by its one matching wave (``coefficient``, ``fve``), and by cos and sin together (``fve_cos_sin``).
     """
     p = math.isqrt(neurons.shape[0])
     fourier.to_grid(neurons, p)  # checks the batch is the whole grid
+    fourier.check_sign(sign)
     acts = neurons.double()
     rows = []
     for i, k in enumerate(fit.frequencies):
-        cos, sin = _sum_waves(p, k)
+        cos, sin = _sum_waves(p, k, sign)
         for name, vec, term, wave in (("u", fit.u[i], "cos", cos), ("v", fit.v[i], "sin", sin)):
             y = acts @ vec
             coef, fve = _fit(y, [wave])
             _, fve_both = _fit(y, [cos, sin])
             rows.append(
-                {"frequency": k, "direction": name, "term": f"{term}(w_k(a+b))", "coefficient": coef.item(), "fve": fve, "fve_cos_sin": fve_both}
+                {"frequency": k, "direction": name, "term": f"{term}(w_k({_term(sign)}))", "coefficient": coef.item(),
+                 "fve": fve, "fve_cos_sin": fve_both}
             )
     return pd.DataFrame(rows)
 
@@ -400,7 +426,7 @@ def top_logit_components(norms: Float[Tensor, "component_a component_b"], n: int
 
 @dataclass(frozen=True)
 class LogitFit:
-    """logits(a, b, c) ≈ Σ_k α_k cos(w_k(a+b−c)).
+    """logits(a, b, c) ≈ Σ_k α_k cos(w_k(a+b−c)) (op='add'), or cos(w_k(a−b−c)) (op='sub').
 
     ``fve``: the fraction of the logits' variance explained, after centring each input's logits
     over c (softmax ignores a per-input constant). ``loss``: the float64 loss of the approximation
@@ -419,18 +445,19 @@ class LogitFit:
 
 
 def logit_cos_fit(
-    logits: Float[Tensor, "batch c"], labels: Int[Tensor, "batch"], key_freqs: Iterable[int]
+    logits: Float[Tensor, "batch c"], labels: Int[Tensor, "batch"], key_freqs: Iterable[int], *, sign: int = +1
 ) -> LogitFit:
-    """Fit the logits over all p² inputs (grid order) by Σ_k α_k cos(w_k(a+b−c)).
+    """Fit the logits over all p² inputs (grid order) by Σ_k α_k cos(w_k(a + sign·b − c)).
 
-    The waves of different k are orthogonal, so α_k = ⟨L, cos_k⟩ / ⟨cos_k, cos_k⟩.
+    ``sign`` +1 (default) for op='add', -1 for op='sub'; ``labels`` are the run's task's. The
+    waves of different k are orthogonal, so α_k = ⟨L, cos_k⟩ / ⟨cos_k, cos_k⟩.
     """
     p = math.isqrt(logits.shape[0])
     L = fourier.to_grid(task_logits(logits, p).double(), p)  # [a, b, c]
     ks = fourier.check_frequencies(key_freqs, p)
     L = L - L.mean(dim=-1, keepdim=True)
     r = torch.arange(p)
-    t = (r[:, None, None] + r[None, :, None] - r[None, None, :]).double()  # a + b - c
+    t = (_combination(p, sign)[:, :, None] - r[None, None, :]).double()  # a + sign·b - c
     waves = [torch.cos(2 * math.pi * k * t / p) for k in ks]
     alpha = torch.tensor([((L * w).sum() / (w * w).sum()).item() for w in waves], dtype=torch.float64)
     approx = sum((a * w for a, w in zip(alpha, waves)), torch.zeros_like(L))

@@ -14,8 +14,10 @@ Conventions (docs/concepts.md), for odd p and K = (p-1)/2 frequencies, w_k = 2π
   channel. Activations over all p² inputs come in grid order, index ``a*p + b`` (the order of
   ``ModularTask(p).pairs()``); ``to_grid`` and ``from_grid`` convert.
 * Directions in input space R^{p×p} are flattened in grid order too. ``sum_directions`` gives
-  the unit cos(w_k(a+b)) and sin(w_k(a+b)); ``frequency_directions_2d(..., terms="all")``
-  gives the eight 2D basis terms made of frequency k and the constant.
+  the unit cos(w_k(a+sb)) and sin(w_k(a+sb)) for a sign s (``SIGNS``: +1 for a+b, the
+  addition algorithm; -1 for a-b, subtraction's); ``frequency_directions_2d(..., terms="all")``
+  gives the eight 2D basis terms made of frequency k and the constant, the same for both signs.
+  The sign of a run comes from its task: ``mechgrok.tasks.modular.require_fourier(task, ...)``.
 
 All functions are pure, work in float64 internally and return the input's dtype. The axis
 names in the annotations are those of the glossary in ``mechgrok.hooks``.
@@ -35,6 +37,8 @@ from torch import Tensor
 
 __all__ = [
     "TERMS",
+    "SIGNS",
+    "check_sign",
     "check_p",
     "n_frequencies",
     "frequencies",
@@ -62,6 +66,8 @@ __all__ = [
 # Which 2D directions stand for "frequency k" (see frequency_directions_2d).
 Terms = Literal["sum", "all"]
 TERMS: tuple[str, ...] = ("sum", "all")
+# The sign s of b in the directions cos/sin(w_k(a + s·b)): +1 for op='add', -1 for op='sub'.
+SIGNS: tuple[int, ...] = (+1, -1)
 
 
 # ----------------------------------------------------------------------------- frequencies
@@ -110,6 +116,16 @@ def check_frequencies(ks: Iterable[int] | int, p: int) -> list[int]:
             )
         out.add(value)
     return sorted(out)
+
+
+def check_sign(sign: int) -> int:
+    """Return sign if it is +1 (directions of a+b) or -1 (a-b), else raise ValueError."""
+    if isinstance(sign, bool) or sign not in SIGNS:
+        raise ValueError(
+            f"sign={sign!r} is not one of {SIGNS}: +1 for cos/sin(w(a+b)) (op='add'), -1 for cos/sin(w(a-b)) "
+            "(op='sub'); take it from the run's task with mechgrok.tasks.modular.require_fourier(task, ...)"
+        )
+    return int(sign)
 
 
 # ----------------------------------------------------------------------------- the basis
@@ -219,13 +235,16 @@ def frequency_norms(coefficients: Float[Tensor, "component *channel"]) -> Float[
 
 
 # ----------------------------------------------------------------------------- directions
-def sum_directions(p: int, k: int) -> Float[Tensor, "2 a b"]:
-    """Unit cos(w_k(a+b)) and sin(w_k(a+b)) over the input grid (docs/concepts.md).
+def sum_directions(p: int, k: int, sign: int = +1) -> Float[Tensor, "2 a b"]:
+    """Unit cos(w_k(a + sign·b)) and sin(w_k(a + sign·b)) over the input grid (docs/concepts.md).
 
-    In the basis they are (cos_a cos_b - sin_a sin_b)/sqrt(2) and (sin_a cos_b + cos_a sin_b)/sqrt(2).
+    ``sign=+1`` (addition): in the basis (cos_a cos_b - sin_a sin_b)/sqrt(2) and
+    (sin_a cos_b + cos_a sin_b)/sqrt(2). ``sign=-1`` (subtraction): (cos_a cos_b + sin_a sin_b)/sqrt(2)
+    and (sin_a cos_b - cos_a sin_b)/sqrt(2).
     """
     (k,) = check_frequencies([k], p)
-    s = (torch.arange(p)[:, None] + torch.arange(p)[None, :]).double()
+    r = torch.arange(p)
+    s = (r[:, None] + r[None, :] if check_sign(sign) == 1 else r[:, None] - r[None, :]).double()
     w = 2 * math.pi * k / p
     d = torch.stack([torch.cos(w * s), torch.sin(w * s)])
     return d / d.flatten(1).norm(dim=1)[:, None, None]
@@ -239,19 +258,23 @@ def frequency_directions_1d(p: int, ks: Iterable[int]) -> Float[Tensor, "directi
     return F[rows]
 
 
-def frequency_directions_2d(p: int, ks: Iterable[int], terms: Terms = "sum") -> Float[Tensor, "direction batch"]:
+def frequency_directions_2d(
+    p: int, ks: Iterable[int], terms: Terms = "sum", sign: int = +1
+) -> Float[Tensor, "direction batch"]:
     """Orthonormal directions in R^{p×p} (flattened in grid order) that stand for each frequency k.
 
-    ``terms="sum"``: the 2 directions cos(w_k(a+b)), sin(w_k(a+b)), the ones the model's
-    algorithm uses and that restricted/excluded loss project onto.
+    ``terms="sum"``: the 2 directions cos(w_k(a + sign·b)), sin(w_k(a + sign·b)), the ones the
+    model's algorithm uses and that restricted/excluded loss project onto (``sign`` +1 for
+    op='add', -1 for op='sub').
     ``terms="all"``: the 8 basis terms built from frequency k and the constant, as in the
     neuron clusters (docs/concepts.md): const⊗cos/sin k, cos/sin k⊗const and the 4 products
-    cos/sin k ⊗ cos/sin k. They contain the two "sum" directions. Cross-frequency products
-    (cos j ⊗ cos k, j ≠ k) belong to no frequency.
+    cos/sin k ⊗ cos/sin k. They contain the two "sum" directions of both signs, so ``sign``
+    does not change them. Cross-frequency products (cos j ⊗ cos k, j ≠ k) belong to no frequency.
     """
     ks = check_frequencies(ks, p)
+    check_sign(sign)
     if terms == "sum":
-        dirs = [sum_directions(p, k) for k in ks]
+        dirs = [sum_directions(p, k, sign) for k in ks]
         out = torch.cat(dirs) if dirs else torch.zeros(0, p, p, dtype=torch.float64)
         return einops.rearrange(out, "direction a b -> direction (a b)")
     if terms == "all":

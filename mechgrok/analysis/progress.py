@@ -8,8 +8,8 @@ column                         meaning
 epoch                          the checkpoint's epoch
 train_loss, test_loss          float64 cross-entropy of the p task logits on each split
 train_acc, test_acc            argmax accuracy on each split
-restricted_loss                the logits projected onto cos/sin(w_k(a+b)) of the key
-                               frequencies, plus each class's mean logit; loss on all p² inputs
+restricted_loss                the logits projected onto cos/sin(w_k(a+b)) (a-b for op='sub') of
+                               the key frequencies, plus each class's mean logit; loss on all p² inputs
 excluded_loss                  the logits minus that projection; loss on the train inputs
 excluded_loss[k]               the same with only key frequency k removed
 test_restricted_ratio          test_loss / restricted_loss
@@ -18,8 +18,12 @@ gini_W_E, gini_W_L             Gini coefficient of the norms of the p-1 non-cons
                                of W_L = W_out @ W_U (over the logit axis)
 sum_sq_weights                 Σ of squared entries of every parameter
 sum_sq_weights[name]           the same for one parameter (TransformerLens names)
-cos_coefficient[k]             α_k of the fit logits ≈ Σ_k α_k cos(w_k(a+b-c)), key frequencies
+cos_coefficient[k]             α_k of the fit logits ≈ Σ_k α_k cos(w_k(a+b-c)) (a-b-c for op='sub')
 =============================  =================================================================
+
+Valid tasks: modular arithmetic with op='add' (directions of a+b) or op='sub' (a-b); the sign
+and the labels come from the run's task (``ModularTask.fourier_combination``), and every other
+operation is refused with a ``ValueError`` (``require_fourier``).
 
 The key frequencies are fixed from the run's final checkpoint (``circuits.key_frequencies``,
 rule ``W_L`` by default) and reused at every checkpoint, as in the paper.
@@ -58,7 +62,7 @@ from mechgrok.models.fastpath import FastPath
 from mechgrok.models.transformer import build_model
 from mechgrok.scoring import task_logits
 from mechgrok.tasks.base import Split
-from mechgrok.tasks.modular import ModularTask
+from mechgrok.tasks.modular import ModularTask, require_fourier
 
 __all__ = [
     "MEASURES_FILE",
@@ -82,7 +86,8 @@ __all__ = [
 MEASURES_FILE = "progress.csv"
 META_FILE = "progress.json"
 # Bump when a measure's definition changes: cached tables of another version are recomputed.
-MEASURES_VERSION = 2
+# 3: op='sub' runs use their own labels and cos/sin(w(a-b)) (version 2 measured them as addition).
+MEASURES_VERSION = 3
 
 
 # ----------------------------------------------------------------------------- weight measures
@@ -137,28 +142,41 @@ def _row_losses(logits64: Float[Tensor, "batch c"], labels: Int[Tensor, "batch"]
     return sum_exp.log_() + (m[:, 0] - logits64.gather(-1, labels[:, None])[:, 0])
 
 
+def _fourier_task(task: object, analysis: str) -> int:
+    """The task's Fourier sign, with a pointed error for the old ``p`` argument."""
+    if isinstance(task, int) and not isinstance(task, bool):
+        raise ValueError(
+            f"{analysis} takes the run's task, not p={task}: pass ModularTask(p, op) (runs.attached(model).task), "
+            "so the labels and directions are those of the run's operation"
+        )
+    return require_fourier(task, analysis)
+
+
 class LogitMeasurer:
-    """The logit-based measures of one model, for a fixed p, split and key frequencies.
+    """The logit-based measures of one model, for a fixed task, split and key frequencies.
 
-    Directions are built once: the unit cos/sin(w_k(a+b)) vectors over the grid (from
-    ``fourier.frequency_directions_2d``), which are orthonormal and orthogonal to constants, so
-    a projection is one matmul and "plus each class's mean" needs no centring first.
+    Valid for op='add' and op='sub' (``task`` is the run's ``ModularTask``; others raise
+    ``ValueError``). The labels are the task's. Directions are built once: the unit
+    cos/sin(w_k(a ± b)) vectors over the grid (``fourier.frequency_directions_2d`` with the
+    task's sign), which are orthonormal and orthogonal to constants, so a projection is one
+    matmul and "plus each class's mean" needs no centring first.
 
-    >>> m = LogitMeasurer(p, split, key_freqs=[14, 35, 41, 42, 52])
+    >>> m = LogitMeasurer(ModularTask(p, "sub"), split, key_freqs=[14, 35, 41, 42, 52])
     >>> m(logits)["restricted_loss"]      # logits: [p², p] over all inputs in grid order
     """
 
-    def __init__(self, p: int, split: Split, key_freqs: Iterable[int], labels: Int[Tensor, "batch"] | None = None):
-        self.p = fourier.check_p(p)
+    def __init__(self, task: ModularTask, split: Split, key_freqs: Iterable[int]):
+        self.sign = _fourier_task(task, "LogitMeasurer")
+        self.task = task
+        p = self.p = task.p
         self.key_freqs = fourier.check_frequencies(key_freqs, p)
         if not self.key_freqs:
             raise ValueError("key_freqs is empty; pass the model's key frequencies (circuits.key_frequencies)")
-        task = ModularTask(p)
-        self.labels = task.labels() if labels is None else labels
+        self.labels = task.labels()
         if len(split.train) + len(split.test) != p * p:
             raise ValueError(f"the split covers {len(split.train) + len(split.test)} inputs, but p={p} has {p * p}")
         self.train, self.test = split.train, split.test
-        self.D = fourier.frequency_directions_2d(p, self.key_freqs, "sum")  # [2K, p²], float64
+        self.D = fourier.frequency_directions_2d(p, self.key_freqs, "sum", self.sign)  # [2K, p²], float64
         self.D_train = self.D[:, self.train].contiguous()
         c = torch.arange(p, dtype=torch.float64)
         w = torch.tensor([2 * math.pi * k / p for k in self.key_freqs], dtype=torch.float64)[:, None]
@@ -184,7 +202,7 @@ class LogitMeasurer:
             excluded = L_train - self.D_train[rows].T @ coef[rows]
             out[f"excluded_loss[{k}]"] = _row_losses(excluded, labels_train).mean().item()
         out["test_restricted_ratio"] = out["test_loss"] / out["restricted_loss"]
-        # α_k = <L, cos(w_k(a+b-c))> / <cos, cos>, with cos(w(s-c)) = cos(ws)cos(wc) + sin(ws)sin(wc);
+        # α_k = <L, cos(w_k(s-c))> / <cos, cos> for s = a ± b, with cos(w(s-c)) = cos(ws)cos(wc) + sin(ws)sin(wc);
         # the unit directions are cos(ws)/sqrt(p²/2), and Σ_{a,b,c} cos² = p³/2.
         along = coef.view(len(self.key_freqs), 2, p)
         dots = (along[:, 0] * self.cos_c).sum(-1) + (along[:, 1] * self.sin_c).sum(-1)
@@ -197,16 +215,18 @@ class LogitMeasurer:
 def measure_checkpoint(
     logits: Float[Tensor, "batch d_vocab_out"],
     state: dict[str, Tensor],
-    p: int,
+    task: ModularTask,
     split: Split,
     key_freqs: Iterable[int],
 ) -> dict[str, float]:
     """Every measure of one checkpoint: its logits over all p² inputs (grid order) and its weights.
 
-    ``state`` maps TransformerLens parameter names to tensors (``runs.state_tensors(model)``).
+    ``task`` is the run's (``runs.attached(model).task``): op='add' or op='sub', whose labels and
+    directions are used; other operations raise ``ValueError``. ``state`` maps TransformerLens
+    parameter names to tensors (``runs.state_tensors(model)``).
     """
-    out = LogitMeasurer(p, split, key_freqs)(logits)
-    out.update(_weight_measures(state, p))
+    out = LogitMeasurer(task, split, key_freqs)(logits)
+    out.update(_weight_measures(state, task.p))
     return out
 
 
@@ -234,7 +254,8 @@ def compute_measures(
 ) -> tuple[pd.DataFrame, list[int]]:
     """Every measure at every saved checkpoint (or at ``epochs``) of a run folder; no caching.
 
-    ``key_freqs`` default to those of the newest checkpoint by ``rule``. ``dtype`` is the
+    Valid for runs of op='add' and op='sub' (the run's own labels and directions); other
+    operations raise ``ValueError``. ``key_freqs`` default to those of the newest checkpoint by ``rule``. ``dtype`` is the
     precision of the forward pass (float64 reproduces HookedTransformer to ~1e-13).
     ``fast_matmul`` lets float32 GEMMs use oneDNN inside this call when that keeps float32
     accuracy (``mechgrok.speed``); the previous setting is restored afterwards.
@@ -247,8 +268,7 @@ def compute_measures(
         raise ValueError(f"{run_dir} is not a mechgrok run folder (no {runs.CONFIG_FILE}); train one with `mechgrok train --out {run_dir}`")
     cfg = runs.read_config(run_dir)
     task = ModularTask(cfg.p, cfg.op)
-    if task.n_pairs != cfg.p**2:
-        raise ValueError(f"op={cfg.op!r} does not use the full p×p grid; the Fourier progress measures need it")
+    require_fourier(task, "compute_measures")
     saved = runs.checkpoint_epochs(run_dir)
     if not saved:
         raise ValueError(f"{run_dir} has no checkpoints yet; train it with `mechgrok train --out {run_dir}`")
@@ -260,7 +280,7 @@ def compute_measures(
     if key_freqs is None:
         key_freqs = final_key_frequencies(run_dir, rule)
     split = runs.read_split(run_dir)
-    measurer = LogitMeasurer(cfg.p, split, key_freqs, labels=task.labels())
+    measurer = LogitMeasurer(task, split, key_freqs)
     forward = FastPath(task.tokens(), task.labels())
     model = build_model(cfg)  # one model; each checkpoint's weights are copied in
     if dtype != torch.float32:

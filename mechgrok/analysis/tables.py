@@ -11,6 +11,9 @@
 * ``table_1``          Table 1: fits of u_k·MLP and v_k·MLP by cos/sin(w_k(a+b))
 * ``cluster_sizes``, ``clusters``, ``logit_fit_alpha``, ``attention``
 
+Valid for runs of op='add' and op='sub' (whose tables use a-b where the paper has a+b, and say
+so in their labels); any other operation raises ``ValueError``.
+
 The published numbers to set beside them live in :mod:`mechgrok.reproduce.nanda2023`.
 :func:`markdown` renders a table for the Markdown page that the pipeline writes.
 """
@@ -21,6 +24,8 @@ import pandas as pd
 import torch
 
 from mechgrok.analysis import ablations, circuits
+from mechgrok.runs import attached
+from mechgrok.tasks.modular import require_fourier
 
 __all__ = ["TABLES", "ablation_tables", "markdown"]
 
@@ -32,19 +37,20 @@ def ablation_tables(
     model: torch.nn.Module, *, rule: str = circuits.DEFAULT_KEY_FREQUENCY_RULE, threshold: float = 0.85
 ) -> dict[str, pd.DataFrame]:
     """Every table of the module docstring for ``model`` (which must carry its task and split)."""
+    sign = require_fourier(attached(model).task, "ablation_tables")
     acts = circuits.gather_activations(model)
     key = circuits.key_frequencies(acts, rule, threshold=threshold)
     clusters = circuits.neuron_clusters(acts.neurons, threshold)
     sizes = circuits.cluster_sizes(clusters)
     wl_fit = circuits.neuron_logit_fit(acts.W_L, key)
-    table_1 = circuits.mlp_direction_fits(acts.neurons, wl_fit)
-    logit_fit = circuits.logit_cos_fit(acts.logits, acts.labels, key)
+    table_1 = circuits.mlp_direction_fits(acts.neurons, wl_fit, sign=sign)
+    logit_fit = circuits.logit_cos_fit(acts.logits, acts.labels, key, sign=sign)
     attention = circuits.attention_readout(acts.attention).table
 
     section = ablations.section_4_4_table(model, key, circuits.clustered_neurons(clusters), wl_fit.directions)
-    frequencies = ablations.frequency_ablation_losses(acts.logits, acts.labels, acts.split, key)
-    restricted = ablations.restricted_loss(acts.logits, acts.labels, key)
-    keep_key = ablations.score(ablations.restricted_logits(acts.logits, key), acts.labels, acts.split)
+    frequencies = ablations.frequency_ablation_losses(acts.logits, acts.labels, acts.split, key, sign=sign)
+    restricted = ablations.restricted_loss(acts.logits, acts.labels, key, sign=sign)
+    keep_key = ablations.score(ablations.restricted_logits(acts.logits, key, sign=sign), acts.labels, acts.split)
     frequencies = pd.concat(
         [
             frequencies.astype({"frequency": object}),
@@ -61,10 +67,10 @@ def ablation_tables(
     ours = {
         "loss (all inputs)": original.loss_all,
         "restricted loss": restricted,
-        "excluded loss (train)": ablations.excluded_loss(acts.logits, acts.labels, key, acts.split.train),
+        "excluded loss (train)": ablations.excluded_loss(acts.logits, acts.labels, key, acts.split.train, sign=sign),
         "W_L rank-2K residual, fraction of the norm": wl_fit.residual_fraction,
         "W_L rank-2K residual, fraction of the squared norm": wl_fit.residual_energy_fraction,
-        "logit fit Σ α_k cos(w_k(a+b-c)): FVE": logit_fit.fve,
+        f"logit fit Σ α_k cos(w_k({'a+b' if sign == 1 else 'a-b'}-c)): FVE": logit_fit.fve,
         "logit fit: loss of the approximation": logit_fit.loss,
         "neurons explained > threshold (fraction)": 1 - sizes[circuits.OTHER_CLUSTER] / len(clusters),
         "Table 1 FVE (min)": table_1.fve.min(),
