@@ -32,13 +32,27 @@ EPOCHS = 3000
 CACHE = Path(tempfile.gettempdir()) / "mechgrok-test-cache"
 
 
+def _source_hash() -> str:
+    """A hash of the mechgrok sources the trained weights depend on, for the cache file's name,
+    so that a changed model, task, trainer or fast path retrains instead of reusing stale weights."""
+    import hashlib
+
+    package = Path(__file__).resolve().parents[1] / "mechgrok"
+    files = [*package.glob("models/**/*.py"), *package.glob("training/**/*.py"), *package.glob("tasks/**/*.py"),
+             package / "config.py", package / "scoring.py"]
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 @functools.lru_cache(maxsize=None)
 def _trained_state(p: int, epochs: int, d_model: int, d_mlp: int, seed: int) -> tuple[Config, dict, object]:
     cfg = Config(p=p, frac_train=0.7, seed=seed, d_model=d_model, d_mlp=d_mlp, epochs=epochs)
     task = ModularTask(p)
     split = make_split(task.n_pairs, cfg.frac_train, cfg.seed)
     model = build_model(cfg, split=split)
-    path = CACHE / f"grokked-p{p}-e{epochs}-dm{d_model}-mlp{d_mlp}-s{seed}-torch{torch.__version__}.pt"
+    path = CACHE / f"grokked-p{p}-e{epochs}-dm{d_model}-mlp{d_mlp}-s{seed}-torch{torch.__version__}-src{_source_hash()}.pt"
     try:
         state = torch.load(path, weights_only=True)
         model.load_state_dict(state)  # fails, and we retrain, if the model's layout changed
