@@ -18,6 +18,11 @@ attributes: the real TransformerLens class is never allowlisted, and any other o
 Epoch numbers are kept as each file records them: both formats record the 0-based index of
 the epoch whose optimiser step has just been taken (the demo's first checkpoint is epoch 99,
 the original's is epoch 0).
+
+Entry points: :func:`read_foreign` (everything, converted), :func:`iter_foreign_checkpoints` and
+:func:`read_foreign_epoch` (one epoch at a time; ``Run.iter_checkpoints`` / ``Run.load_epoch``
+of a ``load_checkpoint``-ed file use them), and :func:`import_run`, which writes an ordinary
+run folder (``mechgrok import FILE --out RUN``).
 """
 
 from __future__ import annotations

@@ -122,7 +122,10 @@ def new_run_folder(path: Path) -> Iterator[Path]:
         try:
             os.replace(tmp, path)  # onto an absent name, or an empty folder (rename(2) allows both)
         except OSError as err:
-            raise ValueError(f"{path} could not be created ({err.strerror}); did something write into it meanwhile?") from None
+            raise ValueError(
+                f"{path} could not be created ({err.strerror}): it is not empty any more, or not writable; "
+                "nothing in it was touched and the new run was discarded. Pass another folder"
+            ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

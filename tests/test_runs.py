@@ -107,3 +107,26 @@ def test_written_files_follow_the_umask(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_new_run_folder_appears_whole_or_not_at_all(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o750)
+    with runs.new_run_folder(empty) as folder:
+        assert folder != empty and folder.parent == tmp_path
+        runs.atomic_write_text(folder / "a.txt", "a\n")
+        assert not (empty / "a.txt").exists()  # nothing shows until the folder is complete
+    assert (empty / "a.txt").read_text() == "a\n" and (empty.stat().st_mode & 0o777) == 0o750
+
+    with pytest.raises(RuntimeError):
+        with runs.new_run_folder(tmp_path / "failed") as folder:
+            runs.atomic_write_text(folder / "a.txt", "a\n")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no half run, no temporary folder
+
+    with pytest.raises(ValueError, match="not empty any more.*nothing in it was touched"):  # something wrote into the target meanwhile
+        with runs.new_run_folder(tmp_path / "raced") as folder:
+            (tmp_path / "raced").mkdir()
+            (tmp_path / "raced" / "theirs.txt").write_text("theirs\n")
+    assert [p.name for p in (tmp_path / "raced").iterdir()] == ["theirs.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "raced"]
