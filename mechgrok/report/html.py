@@ -1,6 +1,6 @@
 """The reproduction report: one self-contained ``report.html`` and a machine-readable ``summary.json``.
 
-``report.html`` holds every figure of :mod:`mechgrok.figures`, the summary tables (key
+``report.html`` holds every figure of :mod:`mechgrok.report.figures`, the summary tables (key
 frequencies, phase boundaries beside the paper's, final losses, the §4.4 ablation table beside
 the paper's numbers, timings) and plotly.js itself, inlined once in the page head, so the file
 opens offline and can be mailed around alone.
@@ -12,6 +12,7 @@ import html
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ import pandas as pd
 from plotly.offline import get_plotlyjs
 
 from mechgrok import runs
-from mechgrok.report.figures import FigureOutput
+from mechgrok.analysis.phases import BOUNDARY_NAMES, PhaseRules
+from mechgrok.report.figures import FigureOutput, Grokking, operation_text
+from mechgrok.reproduce import nanda2023
 
 __all__ = ["REPORT_FILE", "SUMMARY_FILE", "render_report", "write_report", "write_summary", "json_safe"]
 
@@ -86,13 +89,47 @@ def _kv_table(pairs: Sequence[tuple[str, Any]]) -> str:
     return _table(pd.DataFrame(pairs, columns=["quantity", "value"]).astype(object))
 
 
+def _seeds(seeds: Sequence[int]) -> str:
+    """ "1 (seed 0)", "3 (seeds 0, 1, 2)" or "none": a bare "0" would read as zero seeds."""
+    if not seeds:
+        return "none"
+    return f"{len(seeds)} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+
+
+def _epoch(v: Any) -> str:
+    """A phase boundary: an epoch written as "1,400", or "not reached"."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "not reached"
+    return f"{int(v):,}"
+
+
+def _phase_table(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    # every boundary is an epoch, so every row (ours and the paper's) writes it the same way;
+    # a DataFrame would turn a column holding a None into floats ("1.4e+04")
+    return pd.DataFrame([{k: _epoch(v) if k in BOUNDARY_NAMES else v for k, v in row.items()} for row in rows]).astype(object)
+
+
+def _status(summary: dict[str, Any]) -> str:
+    """The report's first words about the run: grokked or not, by figures.Grokking's rule."""
+    final = summary.get("final") or {}
+    if "test_acc" not in final or "epoch" not in final:
+        return ""
+    g = Grokking(int(final["epoch"]), float(final["test_acc"]), float(final.get("train_acc", float("nan"))))
+    if g.grokked:
+        return f'<p class="caption"><b>{html.escape(g.sentence())}</b></p>'
+    return (f'<p class="note"><b>{html.escape(g.sentence())}</b> The captions below state what this run shows and '
+            "leave out the paper's conclusions about a formed circuit; train it longer to see them.</p>")
+
+
 def render_report(summary: dict[str, Any], figures: Sequence[FigureOutput], tables: dict[str, pd.DataFrame] | None = None) -> str:
     """The report page as one HTML string: summary tables, then every figure; plotly.js inlined once."""
     tables = tables or {}
     title = summary.get("title", "mechgrok reproduction report")
     parts = [f"<h1>{html.escape(title)}</h1>"]
-    parts.append('<p class="caption">Nanda et al., "Progress measures for grokking via mechanistic interpretability", '
-                 f"reproduced with mechgrok. Generated {html.escape(summary.get('generated', ''))}.</p>")
+    parts.append('<p class="caption">A run of mechgrok beside Nanda et al., "Progress measures for grokking via '
+                 "mechanistic interpretability\" (ICLR 2023): every number is this run's unless labelled as the paper's. "
+                 f"Generated {html.escape(summary.get('generated', ''))}.</p>")
+    parts.append(_status(summary))
     nav = "".join(f'<a href="#{f.name}">{html.escape(f.name)}</a>' for f in figures)
     parts.append(f"<nav>Figures: {nav}</nav>")
 
@@ -100,11 +137,11 @@ def render_report(summary: dict[str, Any], figures: Sequence[FigureOutput], tabl
     cfg = summary.get("config", {})
     run_pairs = [
         ("run folder", summary.get("run_dir")),
-        ("task", f"(a + b) mod {cfg.get('p')}, {cfg.get('frac_train', 0):.0%} of pairs for training"),
+        ("task", f"({operation_text(cfg.get('op', 'add'))}) mod {cfg.get('p')}, {cfg.get('frac_train', 0):.0%} of pairs for training"),
         ("epochs asked", summary.get("epochs")),
         ("epochs trained (newest checkpoint)", summary.get("final", {}).get("epoch")),
-        ("seeds", ", ".join(map(str, summary.get("seeds", []))) or None),
-        ("seeds reused from earlier runs", ", ".join(map(str, summary.get("reused_seeds", []))) or None),
+        ("seeds", _seeds(summary.get("seeds", []))),
+        ("seeds reused from earlier runs", _seeds(summary.get("reused_seeds", []))),
         ("key frequencies (rule: " + str(summary.get("key_frequency_rule")) + ")", ", ".join(map(str, summary.get("key_frequencies", [])))),
     ]
     final = {k: v for k, v in summary.get("final", {}).items() if k != "epoch"}
@@ -116,11 +153,15 @@ def render_report(summary: dict[str, Any], figures: Sequence[FigureOutput], tabl
     phases = summary.get("phases_by_seed") or []
     if phases:
         parts.append("<h2>Phase boundaries</h2>")
-        parts.append('<p class="caption">Detected by the rules of mechgrok.phases (end of memorization: minimum of '
-                     "excluded loss; end of circuit formation: test loss has fallen 10% of its log-range; end of "
-                     "cleanup: test loss and weight norm within 5% of their final values). The paper drew its "
-                     "lines by eye at 1.4k / 9.4k / 14k.</p>")
-        parts.append(_table(pd.DataFrame(phases).astype(object)))
+        paper = " / ".join(f"{v:,}" for v in nanda2023.PHASE_BOUNDARIES.values())
+        rules = {**asdict(PhaseRules()), **(summary.get("phases") or {}).get("rules", {})}
+        parts.append('<p class="caption">Detected on this run by the rules of mechgrok.analysis.phases (end of '
+                     "memorization: minimum of excluded loss; end of circuit formation: test loss has fallen "
+                     f"{rules['test_drop_fraction']:.0%} of its log-range; end of cleanup: test loss and weight norm "
+                     f"within {rules['settle_fraction']:.0%} of their final values); "
+                     "\"not reached\" where the run never got there. The paper's row is the paper's own mainline, "
+                     f"lines drawn by eye at epochs {paper}.</p>")
+        parts.append(_table(_phase_table(phases)))
 
     for name, df in tables.items():
         parts.append(f"<h2>{html.escape(name)}</h2>")

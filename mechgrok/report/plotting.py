@@ -1,6 +1,6 @@
 """Plotly figure builders for the paper's figures: tidy DataFrames in, ``go.Figure`` out.
 
-Nothing here computes an analysis; the data come from :mod:`mechgrok.figures`. No analysis
+Nothing here computes an analysis; the data come from :mod:`mechgrok.report.figures`. No analysis
 module imports this one. Every builder labels its axes in the paper's words, and Fourier
 components are named by ``fourier.component_names`` ("cos 14", "sin 14"), never by index.
 """
@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
-PHASE_COLORS = {"memorization": "rgba(31,119,180,0.08)", "circuit formation": "rgba(44,160,44,0.08)", "cleanup": "rgba(214,39,40,0.08)"}
+PHASE_COLORS = {"memorization": "rgba(31,119,180,0.13)", "circuit formation": "rgba(44,160,44,0.13)", "cleanup": "rgba(214,39,40,0.13)"}
 _LAYOUT = dict(template="plotly_white", font=dict(size=12), margin=dict(l=60, r=20, t=60, b=50))
 
 
@@ -93,43 +93,128 @@ def fourier_norms(norms: pd.DataFrame, key_freqs: Sequence[int] = ()) -> go.Figu
 
 
 # ----------------------------------------------------------------------------- Fig. 4
-def activations(grids: pd.DataFrame, component_names: Sequence[str]) -> go.Figure:
+# Fig. 4 is drawn at a fixed width so that every heatmap cell is square and each colour bar sits
+# in the gap to the right of its own panel (plotly places colour bars in figure fractions).
+FIG4_WIDTH = 1150
+_FIG4_MARGIN = dict(l=60, r=20, t=70, b=45)
+_FIG4_HGAP = 0.1  # fraction of the plot width between columns: colour bar + its labels + the next y axis
+_FIG4_VGAP_PX = 85  # subplot title, x ticks and x title
+
+
+def _colorbar(fig: go.Figure, row: int, col: int, title: str) -> dict:
+    """A slim colour bar just right of the (row, col) panel, as tall as the panel."""
+    sub = fig.get_subplot(row, col)
+    (x0, x1), (y0, y1) = sub.xaxis.domain, sub.yaxis.domain
+    return dict(title=dict(text=title, side="right", font=dict(size=10)), x=x1 + 0.006, xanchor="left",
+                y=(y0 + y1) / 2, yanchor="middle", len=y1 - y0, lenmode="fraction", thickness=9,
+                tickfont=dict(size=9), outlinewidth=0)
+
+
+def _tick_step(n_freq: int, target: int = 6) -> int:
+    """A round step (1, 2, 5, 10, 20, ...) giving about ``target`` frequency ticks."""
+    raw, scale = max(1.0, n_freq / target), 1
+    while True:
+        for m in (1, 2, 5):
+            if m * scale >= raw:
+                return m * scale
+        scale *= 10
+
+
+def _blocks(cells: Sequence[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+    """The cells' edge-connected groups (one per key frequency: its 2×2 block of terms), as
+    bounding boxes (row0, row1, col0, col1)."""
+    left, out = set(cells), []
+    while left:
+        stack, group = [left.pop()], []
+        while stack:
+            i, j = stack.pop()
+            group.append((i, j))
+            for n in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
+                if n in left:
+                    left.remove(n)
+                    stack.append(n)
+        rows, cols = [i for i, _ in group], [j for _, j in group]
+        out.append((min(rows), max(rows), min(cols), max(cols)))
+    return sorted(out)
+
+
+def activations(grids: pd.DataFrame, component_names: Sequence[str],
+                key_terms: Sequence[tuple[int, int]] = ()) -> go.Figure:
     """Fig. 4: attention from ``=`` to a per head, neuron activations over (a, b), and the
-    logits' 2D Fourier norms.
+    logits' 2D Fourier norms, each heatmap with its own colour bar.
 
     ``grids``: long table with columns panel, row, col, value; panels are "head h" (row a, col
     b), "neuron n (freq k)" (row a, col b) and "logit 2D Fourier norms" (row: component of a,
-    col: component of b, as indices into ``component_names``).
+    col: component of b, as indices into ``component_names``). ``key_terms``: (row, col)
+    cells of the logit panel to ring (the key frequencies' terms).
+
+    Layout: the heads on the first row; the neurons fill rows 2-3 of the left columns; the logit
+    panel is a large square over rows 2-3 of the two right columns.
     """
     panels = list(dict.fromkeys(grids["panel"]))
     heads = [p for p in panels if p.startswith("head")]
     neurons = [p for p in panels if p.startswith("neuron")]
-    logit = [p for p in panels if p.startswith("logit")]
-    n_cols = max(len(heads), len(neurons) + len(logit), 1)
-    titles = [f"attention from = to a, {h}" for h in heads] + [""] * (n_cols - len(heads))
-    titles += [f"{n}: activation" for n in neurons] + logit + [""] * (n_cols - len(neurons) - len(logit))
-    fig = make_subplots(rows=2, cols=n_cols, subplot_titles=titles, horizontal_spacing=0.05, vertical_spacing=0.14)
+    logit = [p for p in panels if p.startswith("logit")][:1]
+    n_cols = max(len(heads), 4)
+    left = n_cols - 2  # columns for the neurons, beside the 2-column logit panel
+    slots = [(r, c) for r in (2, 3) for c in range(1, left + 1)]
+    neurons = neurons[: len(slots)]
+    specs = [[{} if c <= len(heads) else None for c in range(1, n_cols + 1)]]
+    for r in (2, 3):
+        row = [{} if (r, c) in slots[: len(neurons)] else None for c in range(1, left + 1)]
+        row += [{"rowspan": 2, "colspan": 2}, None] if r == 2 and logit else [None, None]
+        specs.append(row)
+    titles = [f"attention from = to a, {h}" for h in heads]
+    titles += [f"{n}: activation" for n in neurons[:left]]
+    titles += ["logits: norm of each 2D Fourier component (boxed: key-frequency terms)"] if logit else []
+    titles += [f"{n}: activation" for n in neurons[left:]]
 
-    def heat(panel, row, col, colorscale, x_label, y_label, names=None):
+    plot_w = FIG4_WIDTH - _FIG4_MARGIN["l"] - _FIG4_MARGIN["r"]
+    cell = plot_w * (1 - (n_cols - 1) * _FIG4_HGAP) / n_cols  # px: one square panel
+    plot_h = 3 * cell + 2 * _FIG4_VGAP_PX
+    fig = make_subplots(rows=3, cols=n_cols, specs=specs, subplot_titles=titles, horizontal_spacing=_FIG4_HGAP,
+                        vertical_spacing=_FIG4_VGAP_PX / plot_h)
+
+    def heat(panel, row, col, colorscale, bar, x_label, y_label, **kwargs):
         d = grids[grids["panel"] == panel]
         z = d.pivot(index="row", columns="col", values="value")
-        x = names if names is not None else z.columns
-        y = names if names is not None else z.index
-        fig.add_trace(go.Heatmap(z=z.to_numpy(), x=list(x), y=list(y), colorscale=colorscale, showscale=False,
-                                 hovertemplate=f"{y_label}=%{{y}}, {x_label}=%{{x}}: %{{z:.3g}}<extra>{panel}</extra>"),
-                      row=row, col=col)
-        fig.update_xaxes(title_text=x_label, row=row, col=col)
-        fig.update_yaxes(title_text=y_label, autorange="reversed", row=row, col=col)
+        fig.add_trace(go.Heatmap(z=z.to_numpy(), x=list(z.columns), y=list(z.index), colorscale=colorscale,
+                                 colorbar=_colorbar(fig, row, col, bar), **kwargs), row=row, col=col)
+        fig.update_xaxes(title_text=x_label, title_standoff=4, row=row, col=col)
+        fig.update_yaxes(title_text=y_label, title_standoff=2, autorange="reversed", row=row, col=col)
 
     for i, h in enumerate(heads, start=1):
-        heat(h, 1, i, "Blues", "b", "a")
-    for i, n in enumerate(neurons, start=1):
-        heat(n, 2, i, "RdBu_r", "b", "a")
-    for j, name in enumerate(logit, start=len(neurons) + 1):
-        heat(name, 2, j, "Viridis", "component of b", "component of a", names=component_names)
-        fig.update_xaxes(showticklabels=False, row=2, col=j)
-        fig.update_yaxes(showticklabels=False, row=2, col=j)
-    fig.update_layout(title="Fig. 4: attention, neuron activations and logits over the inputs (a, b)", height=720, **_LAYOUT)
+        heat(h, 1, i, "Blues", "attention", "b", "a", hovertemplate=f"a=%{{y}}, b=%{{x}}: %{{z:.3g}}<extra>{h}</extra>")
+    for n, (r, c) in zip(neurons, slots):
+        heat(n, r, c, "Reds", "activation", "b", "a", hovertemplate=f"a=%{{y}}, b=%{{x}}: %{{z:.3g}}<extra>{n}</extra>")
+    if logit:
+        names = list(component_names)
+        text = [[f"a: {names[i]}, b: {names[j]}" for j in range(len(names))] for i in range(len(names))]
+        heat(logit[0], 2, left + 1, "Viridis", "norm over c", "component of b", "component of a", text=text,
+             hovertemplate="%{text}: %{z:.3g}<extra>logits</extra>")
+        # ticks at the constant and at round frequencies, named as in component_names
+        step = _tick_step((len(names) - 1) // 2)
+        ticks = [0] + [names.index(f"cos {k}") for k in range(step, (len(names) - 1) // 2 + 1, step)]
+        for axis in (fig.update_xaxes, fig.update_yaxes):
+            axis(tickmode="array", tickvals=ticks, ticktext=[names[t] for t in ticks], tickfont=dict(size=10),
+                 row=2, col=left + 1)
+        # one box around each key frequency's block of terms, drawn in axis units so it stays
+        # visible when a cell is a few pixels wide (p=113)
+        term_px = (2 * cell + _FIG4_HGAP * plot_w) / len(names)  # one cell of the logit panel
+        sub = fig.get_subplot(2, left + 1)
+        xref, yref = sub.xaxis.plotly_name.replace("axis", ""), sub.yaxis.plotly_name.replace("axis", "")
+        pad = 0.5 + max(0.15, 3 / term_px)  # in cells: the box clears its block by >= 3 px
+        # the cells plus room for a box at the edge (autorange would pad the axes for the shapes)
+        edge = pad + 2 / term_px
+        fig.update_xaxes(range=[-edge, len(names) - 1 + edge], row=2, col=left + 1)
+        fig.update_yaxes(range=[len(names) - 1 + edge, -edge], autorange=False, row=2, col=left + 1)
+        for i0, i1, j0, j1 in _blocks(key_terms):
+            fig.add_shape(type="rect", x0=j0 - pad, x1=j1 + pad, y0=i0 - pad, y1=i1 + pad, xref=xref, yref=yref,
+                          line=dict(color="#ff3b3b", width=2), fillcolor="rgba(0,0,0,0)")
+    fig.update_annotations(font_size=12)
+    layout = {**_LAYOUT, "margin": _FIG4_MARGIN}
+    fig.update_layout(title="Fig. 4: attention, neuron activations and logits over the inputs (a, b)",
+                      width=FIG4_WIDTH, height=int(plot_h + _FIG4_MARGIN["t"] + _FIG4_MARGIN["b"]), **layout)
     return fig
 
 
@@ -188,7 +273,8 @@ def frequency_ablation(losses: pd.DataFrame, restricted_loss: float, original_lo
 
 # ----------------------------------------------------------------------------- Fig. 7 and appendix
 def _phase_shapes(fig: go.Figure, boundaries: dict, n_rows: int, n_cols: int) -> None:
-    """Shade the detected phases in every panel; label each boundary once, along its line in the first panel."""
+    """Shade the detected phases in every panel, label each boundary once along its line in the
+    first panel, and add one legend entry per shaded phase (the colour key)."""
     names = ["memorization", "circuit formation", "cleanup"]
     edges = [0] + [boundaries.get(k) for k in ("memorization_end", "circuit_formation_end", "cleanup_end")]
     for i, name in enumerate(names):
@@ -201,6 +287,15 @@ def _phase_shapes(fig: go.Figure, boundaries: dict, n_rows: int, n_cols: int) ->
                 fig.add_vline(x=hi, line_dash="dot", line_color="gray", line_width=1, row=r, col=c)
         fig.add_annotation(x=hi, y=0.98, xref="x", yref="y domain", xanchor="left", yanchor="top", textangle=-90,
                            showarrow=False, text=f"end of {name}: {hi:,}", font=dict(size=10, color="dimgray"))
+        # the key: a legend swatch in the band's colour (a trace with no data draws nothing)
+        key = go.Scatter(x=[None], y=[None], mode="markers", name=f"{name} (epochs {lo:,}–{hi:,})",
+                         legendgroup="phases", legendgrouptitle_text="shaded: detected phases",
+                         marker=dict(symbol="square", size=15, color=PHASE_COLORS[name], line=dict(color="gray", width=1)),
+                         hoverinfo="skip")
+        if n_rows * n_cols > 1:
+            fig.add_trace(key, row=1, col=1)
+        else:
+            fig.add_trace(key)
 
 
 def progress_measures(measures: pd.DataFrame, boundaries: dict) -> go.Figure:
@@ -229,8 +324,7 @@ def progress_measures(measures: pd.DataFrame, boundaries: dict) -> go.Figure:
         fig.update_yaxes(title_text=ylabel, type="log" if log else "linear", exponentformat="power", row=r, col=c)
         fig.update_xaxes(title_text="epoch", row=r, col=c)
     _phase_shapes(fig, boundaries, 2, 2)
-    fig.update_layout(title="Fig. 7: progress measures; shaded: detected phases (paper: 1.4k / 9.4k / 14k)",
-                      height=760, **_LAYOUT)
+    fig.update_layout(title="Fig. 7: progress measures; shaded: the phases detected on this run", height=760, **_LAYOUT)
     return fig
 
 
@@ -251,16 +345,17 @@ def per_frequency_excluded_loss(measures: pd.DataFrame, columns: dict[int, str],
     return fig
 
 
-def cos_coefficients(measures: pd.DataFrame, columns: dict[int, str], boundaries: dict) -> go.Figure:
-    """Appendix: α_k of logits ≈ Σ_k α_k cos(w_k(a+b-c)) for each key frequency over training."""
+def cos_coefficients(measures: pd.DataFrame, columns: dict[int, str], boundaries: dict, inputs: str = "a+b−c") -> go.Figure:
+    """Appendix: α_k of logits ≈ Σ_k α_k cos(w_k(``inputs``)) for each key frequency over training
+    (``inputs`` "a+b−c" for op="add", "a−b−c" for "sub")."""
     fig = go.Figure()
     for i, (k, col) in enumerate(sorted(columns.items())):
         fig.add_trace(go.Scatter(x=measures["epoch"], y=measures[col], name=f"α_{k}  (k = {k})",
                                  line=dict(color=COLORS[(i + 2) % len(COLORS)])))
     _phase_shapes(fig, boundaries, 1, 1)
-    fig.update_yaxes(title_text="coefficient α_k of cos(w_k(a+b-c))")
+    fig.update_yaxes(title_text=f"coefficient α_k of cos(w_k({inputs}))")
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(title="Appendix: cos(w_k(a+b-c)) coefficients of the logits over training", height=480, **_LAYOUT)
+    fig.update_layout(title=f"Appendix: cos(w_k({inputs})) coefficients of the logits over training", height=480, **_LAYOUT)
     return fig
 
 
