@@ -16,7 +16,7 @@ from mechgrok.runs import attached
 
 from _grokked import EPOCHS, P, acts, grokked_model, key, model, p113_run, write_run_folder  # noqa: F401 (fixtures)
 from mechgrok.analysis import ablations, circuits, fourier
-from mechgrok import hooks
+from mechgrok import hooks, registry
 from mechgrok.config import Config
 from mechgrok.models.transformer import build_model
 from mechgrok.tasks.modular import ModularTask
@@ -187,6 +187,23 @@ def test_2d_hook_sum_terms_match_reference_and_remove_plus_keep():
     out_k = ablations.neuron_hook(P, ks, "keep", "sum")(x, None)[:, 2]
     assert torch.allclose(out_r, ref_removed, atol=1e-10)
     assert torch.allclose(out_r + out_k, last + last.mean(0), atol=1e-10)
+
+
+def test_hooks_act_at_their_site():
+    """The 2D hooks edit the Site they are given (the family's by default) and nothing else."""
+    x = _synthetic_site(2)
+    family = registry.family("transformer")
+    default = ablations.neuron_hook(P, [3], "remove")(x, None)
+    at_site = ablations.neuron_hook(P, [3], "remove", site=family.site("neurons"))(x, None)
+    assert torch.equal(default, at_site)
+    moved = ablations.logit_hook(P, [3], "remove", site=hooks.Site(hooks.LOGITS, 0))(x, None)
+    assert torch.equal(moved[:, 1:], x[:, 1:])
+    assert torch.allclose(moved[:, 0], fourier.remove_span(x[:, 0], fourier.frequency_directions_2d(P, [3])), atol=1e-12)
+    names = [name for name, _ in ablations.frequency_hooks(P, [3], site="neurons", family="transformer")]
+    assert names == [hooks.EMBED, family.site("neurons").hook]
+    # the §4.4 hooks too
+    projected = ablations.neuron_projection_hook(torch.eye(3)[:1].double(), site=hooks.Site(hooks.MLP_POST, 1))(x, None)
+    assert torch.equal(projected[:, [0, 2]], x[:, [0, 2]]) and (projected[:, 1, 1:] == 0).all()
 
 
 def test_hooks_keep_dtype(model):

@@ -106,6 +106,13 @@ def test_mlp_direction_fits_known_answer_and_reference(acts, key):
     assert table.loc["u", "coefficient"] == pytest.approx(2) and table.loc["u", "fve"] == pytest.approx(1)
     assert table.loc["v", "coefficient"] == pytest.approx(-0.5)
     assert table.loc["v", "fve"] == pytest.approx(0.125 / (0.125 + 0.5))  # variances (0.5²/2) and (1/2)
+    assert set(table.term) == {"cos(w_k(a+b))", "sin(w_k(a+b))"}
+    # op='sub' (sign=-1) fits the waves of a-b: the same neurons built on a-b come back exactly
+    neurons[:, 0] = 2 * wave(torch.cos, k, A - B) + 1
+    diff = circuits.mlp_direction_fits(neurons, fit, sign=-1).set_index("direction")
+    assert diff.loc["u", "coefficient"] == pytest.approx(2) and diff.loc["u", "fve"] == pytest.approx(1)
+    assert circuits.mlp_direction_fits(neurons, fit).set_index("direction").loc["u", "fve"] == pytest.approx(0, abs=1e-12)
+    assert set(diff.term) == {"cos(w_k(a-b))", "sin(w_k(a-b))"}
     # the trained model, against a numpy regression
     wl = circuits.neuron_logit_fit(acts.W_L, key)
     table = circuits.mlp_direction_fits(acts.neurons, wl)

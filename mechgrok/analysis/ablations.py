@@ -36,7 +36,6 @@ unembed, as in old checkpoints, has its ``=`` logit dropped).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from typing import Any, Literal
