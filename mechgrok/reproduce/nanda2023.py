@@ -21,6 +21,8 @@ __all__ = [
     "HEADLINE",
     "CLUSTER_SIZES",
     "EPOCHS",
+    "FRAC_TRAIN_GROKS",
+    "FRAC_TRAIN_GENERALIZES_AT_ONCE",
     "with_published",
 ]
 
@@ -34,6 +36,10 @@ EPOCHS = 40_000
 PHASE_BOUNDARIES = {"memorization_end": 1400, "circuit_formation_end": 9400, "cleanup_end": 14000}
 # §4.2: neurons per key-frequency cluster (14, 35, 41, 42, 52), then those in none.
 CLUSTER_SIZES = {14: 44, 35: 93, 41: 145, 42: 87, 52: 64, "other": 79}
+# Appendix, training-fraction sweep: fractions in this range grok after a delay; from this one up
+# the model generalizes at once.
+FRAC_TRAIN_GROKS = (0.3, 0.5)
+FRAC_TRAIN_GENERALIZES_AT_ONCE = 0.6
 
 # §4.4: losses on all p² inputs, keyed by the intervention names of
 # mechgrok.analysis.ablations.section_4_4_table.
