@@ -1,4 +1,12 @@
-"""The ``mechgrok`` command line: ``train``, ``info`` and ``reproduce`` (the only module that prints)."""
+"""The ``mechgrok`` command line: ``train``, ``info``, ``reproduce``, ``table``, ``figure`` and
+``sweep`` (the only module that prints).
+
+Building the parser imports no torch, pandas or TransformerLens, so ``mechgrok --help`` is
+instant; each command imports what it needs when it runs.
+
+Config flags default to None, so a command knows which flags were given: on an existing run
+folder the run's saved config is used and only the given flags override it.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,9 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Callable
 
-from mechgrok.config import INITS, LOSS_DTYPES, OPERATION_NAMES, Config
+from mechgrok.config import FIELD_GROUPS, INITS, LOSS_DTYPES, OPERATION_NAMES, Config
 
 _HELP = {
     "p": "the modulus; the `=` token is p",
@@ -35,36 +44,120 @@ def default_run_dir(cfg: Config) -> Path:
     return Path("runs") / f"{cfg.op}-p{cfg.p}-frac{cfg.frac_train:g}-seed{cfg.seed}"
 
 
+# String fields with a fixed set of values get argparse choices (an unknown one is refused
+# with the list); `family` does not, since families can be registered at run time.
+_CHOICES = {"op": OPERATION_NAMES, "init": INITS, "loss_dtype": LOSS_DTYPES}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _number(flag: str, kind: type, example: object, minimum: int | None = None):
+    """An argparse type converting to ``kind``; its error names the value and an example."""
+    what = "an integer" if kind is int else "a number"
+    if minimum is not None:
+        what += f" >= {minimum}"
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or (minimum is not None and value < minimum):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}; pass e.g. {flag} {example}")
+        return value
+
+    convert.__name__ = kind.__name__  # argparse names the type in some messages
+    return convert
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Every Config field as a flag, in one argument group per ``config.FIELD_GROUPS`` entry.
+
+    Each defaults to None (the help shows Config's default), so that :func:`_run_config` can
+    tell the flags given on the command line from the rest.
+    """
     defaults = Config()
-    for f in dataclasses.fields(Config):
-        default = getattr(defaults, f.name)
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            type=type(default),
-            default=default,
-            help=f"{_HELP[f.name]} (default: {default})",
+    for group_name, names in FIELD_GROUPS.items():
+        group = parser.add_argument_group(f"{group_name} settings (default: Config(), or the run's saved config)")
+        for name in names:
+            default = getattr(defaults, name)
+            kind = type(default)
+            group.add_argument(
+                _flag(name),
+                dest=name,
+                type=kind if kind is str else _number(_flag(name), kind, default),
+                choices=_CHOICES.get(name),
+                default=None,
+                help=f"{_HELP[name]} (default: {default})",
+            )
+
+
+def _add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    # The default is mechgrok.speed.default_threads(), written out here because computing it
+    # would import torch while building the parser (tests/test_cli.py pins the two together).
+    parser.add_argument("--threads", type=_number("--threads", int, 1, minimum=1), default=None,
+                        help="torch threads while computing (default: 1, or $MECHGROK_THREADS; one thread "
+                        "never collapses when another job shares the cores, docs/training.md)")
+
+
+# mechgrok.runs.CONFIG_FILE, named here because importing mechgrok.runs imports torch
+_CONFIG_FILE = "config.json"
+
+
+def _given_config(args: argparse.Namespace) -> dict:
+    """The config fields whose flags were given on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name, None) is not None}
+
+
+def _run_config(args: argparse.Namespace, out: Path) -> Config:
+    """The config to run in ``out``: its saved config (if ``out`` holds a run) with the given
+    flags on top, else ``Config()`` with them. A given flag that contradicts a saved field which
+    cannot change when continuing a run is a ``ValueError`` naming the field and the fix."""
+    given = _given_config(args)
+    if not (out / _CONFIG_FILE).exists():  # a new run: no torch import, so a bad flag fails fast
+        return Config(**given)
+    from mechgrok import runs
+    from mechgrok.training.loop import RESUMABLE_CHANGES
+
+    saved = runs.read_config(out)
+    clash = {k: v for k, v in given.items() if k not in RESUMABLE_CHANGES and v != getattr(saved, k)}
+    if clash:
+        detail = ", ".join(f"{_flag(k)} {v} contradicts its {k}={getattr(saved, k)!r}" for k, v in clash.items())
+        changeable = ", ".join(_flag(k) for k in sorted(RESUMABLE_CHANGES))
+        raise ValueError(
+            f"{out} holds a run with other settings: {detail}. Drop {'that flag' if len(clash) == 1 else 'those flags'} "
+            f"to continue the run with its saved config (only {changeable} may change), or choose another --out"
         )
+    return saved.replace(**given)
 
 
-def _config_from_args(args: argparse.Namespace) -> Config:
-    return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+def _out_and_config(args: argparse.Namespace, default_out: Callable[[Config], Path]) -> tuple[Path, Config]:
+    """(run folder, config) of a command: ``--out`` or the default folder for the given flags."""
+    out = Path(args.out) if args.out else default_out(Config(**_given_config(args)))
+    return out, _run_config(args, out)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    out, cfg = _out_and_config(args, default_run_dir)  # first: a bad flag fails before torch loads
     from mechgrok.training.loop import train
 
-    cfg = _config_from_args(args)
-    out = Path(args.out) if args.out else default_run_dir(cfg)
-    result = train(cfg, out, progress=not args.no_progress)
+    resumed = []
+
+    def on_resume(epoch: int) -> None:
+        resumed.append(epoch)
+        print(f"resuming {out} from epoch {epoch} (to epoch {cfg.epochs})", flush=True)
+
+    result = train(cfg, out, progress=not args.no_progress, threads=args.threads, on_resume=on_resume)
     last = result.metrics.iloc[-1]
-    if result.resumed_from is not None:
-        print(f"resumed {out} from epoch {result.resumed_from}")
+    if result.resumed_from is not None and not resumed:
+        print(f"{out} is already trained to epoch {result.epoch}; nothing to do (pass --epochs N to train on)")
     if result.interrupted:
         print(f"interrupted at epoch {result.epoch}: checkpoint written; run the same command again to resume")
     print(
-        f"{out}: epoch {result.epoch}/{cfg.epochs} in {result.elapsed_s:.1f} s\n"
+        f"{out}: epoch {result.epoch}/{cfg.epochs} in {result.elapsed_s:.1f} s on {result.threads} "
+        f"thread{'s' if result.threads > 1 else ''}\n"
         f"  train loss {last.train_loss:.3e}  accuracy {last.train_acc:.4f}\n"
         f"  test  loss {last.test_loss:.3e}  accuracy {last.test_acc:.4f}  (at epoch {int(last.epoch)})"
     )
@@ -81,15 +174,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  model    d_model {cfg.d_model}, {cfg.n_heads} heads of {cfg.d_head}, d_mlp {cfg.d_mlp}, "
           f"d_vocab_out {run.model.cfg.d_vocab_out}, init {cfg.init}")
     print(f"  training lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, betas {cfg.betas}, "
-          f"warm-up {cfg.warmup_steps}, epochs {cfg.epochs}, seed {cfg.seed}")
+          f"warm-up {cfg.warmup_steps}, {cfg.loss_dtype} loss, epochs {cfg.epochs}, seed {cfg.seed}")
     epochs = run.checkpoint_epochs
     if epochs:
         print(f"  saved    {len(epochs)} checkpoints, epochs {epochs[0]}..{epochs[-1]}")
     print(f"  loaded   epoch {run.epoch}")
     if run.metrics is not None and len(run.metrics):
         last = run.metrics.iloc[-1]
+        newest = int(last.epoch)
         cols = [c for c in ("train_loss", "train_acc", "test_loss", "test_acc") if c in run.metrics and last[c] == last[c]]
-        print(f"  final    epoch {int(last.epoch)}: " + ", ".join(f"{c} {last[c]:.4g}" for c in cols))
+        # "final" only once the run reached its configured epochs; before that it may still be training
+        done = newest >= cfg.epochs
+        print(f"  trained  to epoch {newest} of {cfg.epochs}" + ("" if done else " (still training, or interrupted)"))
+        print(f"  {'final ' if done else 'newest'}   epoch {newest}: " + ", ".join(f"{c} {last[c]:.4g}" for c in cols))
     return 0
 
 
@@ -110,20 +207,40 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    from mechgrok.reproduce.pipeline import PAPER_EPOCHS, reproduce
+def _reproduce_dir(cfg: Config) -> Path:
+    """runs/mainline for the paper's settings (any schedule), else the train command's default."""
+    paper = Config()
+    same = all(getattr(cfg, f.name) == getattr(paper, f.name) for f in dataclasses.fields(Config)
+               if f.metadata["group"] != "schedule")
+    return Path("runs/mainline") if same else default_run_dir(cfg)
 
-    epochs = PAPER_EPOCHS if args.paper else args.epochs
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from mechgrok.reproduce import nanda2023
+
+    if args.paper:
+        if args.epochs is not None and args.epochs != nanda2023.EPOCHS:
+            raise ValueError(f"--paper means --epochs {nanda2023.EPOCHS}, but --epochs {args.epochs} was given; pass one of them")
+        args.epochs = nanda2023.EPOCHS
+    out, cfg = _out_and_config(args, _reproduce_dir)  # first: a bad flag fails before torch loads
+    from mechgrok.reproduce.pipeline import reproduce
+
     try:
-        result = reproduce(args.out, epochs=epochs, seeds=args.seeds, parallel=args.parallel,
-                           progress_bar=not args.no_progress and args.parallel == 1,
+        result = reproduce(str(out), config=cfg, epochs=cfg.epochs, seeds=args.seeds, parallel=args.parallel,
+                           threads=args.threads, progress_bar=not args.no_progress and args.parallel == 1,
                            on_step=lambda message: print(f"[reproduce] {message}", flush=True))
     except KeyboardInterrupt as err:
-        print(f"interrupted: {err or 'a checkpoint was written'}; run the same command again to resume")
+        # the trainer wrote a resume checkpoint; the message says where it stopped, once
+        print(f"interrupted{f': {err}' if str(err) else ''}; run the same command again to resume")
         return 130
     s = result.summary
-    print(f"key frequencies: {', '.join(map(str, s['key_frequencies']))} (paper: 14, 35, 41, 42, 52)")
+    # the paper's numbers are for its p=113 addition run only
+    is_paper = (cfg.p, cfg.op) == (113, "add")
+    paper = f" (paper: {', '.join(map(str, nanda2023.KEY_FREQUENCIES))})" if is_paper else ""
+    print(f"key frequencies: {', '.join(map(str, s['key_frequencies']))}{paper}")
     for row in s["phases_by_seed"]:
+        if row["seed"] == "paper" and not is_paper:
+            continue
         print(f"  phases, seed {row['seed']}: memorization ends {row['memorization_end']}, "
               f"circuit formation ends {row['circuit_formation_end']}, cleanup ends {row['cleanup_end']}")
     final = s["final"]
@@ -134,19 +251,23 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
+    from mechgrok import speed
     from mechgrok.reproduce.pipeline import write_ablation_tables
 
-    _, paths = write_ablation_tables(args.run, epoch=args.epoch, rule=args.rule, threshold=args.threshold, out=args.out)
+    with speed.torch_threads(args.threads):
+        _, paths = write_ablation_tables(args.run, epoch=args.epoch, rule=args.rule, threshold=args.threshold, out=args.out)
     print(f"wrote {len(paths) - 1} CSV tables and {paths[-1].name} to {paths[-1].parent}")
     return 0
 
 
 def cmd_figure(args: argparse.Namespace) -> int:
+    from mechgrok import speed
     from mechgrok.report import figures
 
-    analysis = figures.RunAnalysis(args.run, rule=args.rule, threshold=args.threshold)
-    out = figures.make_figure(args.name, analysis)
-    paths = figures.write_figure(out, args.run, args.out)
+    with speed.torch_threads(args.threads):
+        analysis = figures.RunAnalysis(args.run, rule=args.rule, threshold=args.threshold)
+        out = figures.make_figure(args.name, analysis)
+        paths = figures.write_figure(out, args.run, args.out)
     print(f"{args.name}: {out.caption}")
     for path in paths:
         print(f"  wrote {path}")
@@ -157,11 +278,14 @@ _SWEEP_DEFAULTS = {"frac_train": [0.3, 0.4, 0.5, 0.6, 0.7], "weight_decay": [0.3
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from mechgrok import speed
     from mechgrok.report import figures
 
     build = {"frac_train": figures.appendix_frac_train_sweep, "weight_decay": figures.appendix_weight_decay_sweep}[args.field]
     values = args.values or _SWEEP_DEFAULTS[args.field]
-    out = build(args.run, values, args.epochs, progress_bar=not args.no_progress)
+    # the sweep's trainers ask for the default thread count and so inherit this block's
+    with speed.torch_threads(args.threads):
+        out = build(args.run, values, args.epochs, progress_bar=not args.no_progress)
     paths = figures.write_figure(out, args.run, args.out)
     print(f"{out.name}: {out.caption}")
     for path in paths:
@@ -173,18 +297,25 @@ def _add_analysis_flags(parser: argparse.ArgumentParser, out_default: str) -> No
     parser.add_argument("--run", required=True, help="run folder (mechgrok train / mechgrok reproduce --out RUN)")
     parser.add_argument("--rule", default="W_L",
                         help="key-frequency rule: W_L (default, the paper's definition), W_E or clusters")
-    parser.add_argument("--threshold", type=float, default=0.85, help="neuron-cluster threshold (default: 0.85)")
+    parser.add_argument("--threshold", type=_number("--threshold", float, 0.85), default=0.85,
+                        help="neuron-cluster threshold (default: 0.85)")
     parser.add_argument("--out", default=None, help=f"output folder (default: RUN/{out_default})")
+    _add_threads_flag(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mechgrok", description="Mechanistic interpretability of grokking.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_train = sub.add_parser("train", help="train (or resume) a run; Ctrl-C saves a checkpoint")
+    # short usage lines: the full flag list is in --help, and an error should end on its message
+    p_train = sub.add_parser("train", help="train (or resume) a run; Ctrl-C saves a checkpoint",
+                             usage="%(prog)s [config flags] [--out RUN] [--threads N] [--no-progress]",
+                             description="Train a run into a run folder, or continue the run already there with "
+                             "its saved config (flags given here override it).")
     _add_config_flags(p_train)
     p_train.add_argument("--out", help="run folder (default: runs/<op>-p<p>-frac<frac>-seed<seed>)")
     p_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_threads_flag(p_train)
     p_train.set_defaults(func=cmd_train)
 
     p_info = sub.add_parser("info", help="describe a run folder or checkpoint file")
@@ -199,26 +330,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     from mechgrok.reproduce.nanda2023 import EPOCHS as PAPER_EPOCHS
 
-    DEFAULT_EPOCHS = Config().epochs
-
-    p_rep = sub.add_parser("reproduce", help="train the mainline (or reuse it), compute the progress measures, "
-                           "make every figure and the ablation table, and write report.html + summary.json")
-    p_rep.add_argument("--out", default="runs/mainline", help="run folder (default: runs/mainline)")
-    p_rep.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
-                       help=f"epochs per seed (default: {DEFAULT_EPOCHS}, enough to grok and clean up)")
+    p_rep = sub.add_parser("reproduce", help="train a run (or reuse it; default the paper's mainline), compute the "
+                           "progress measures, make every figure and the ablation table, and write report.html + "
+                           "summary.json",
+                           usage="%(prog)s [config flags] [--out RUN] [--paper] [--seeds S] [--parallel J] "
+                           "[--threads N] [--no-progress]",
+                           description="Takes every config flag of `mechgrok train`; on an existing "
+                           "run folder its saved config is used and the given flags override it.")
+    _add_config_flags(p_rep)
+    p_rep.add_argument("--out", default=None, help="run folder (default: runs/mainline for the paper's settings, "
+                       "else runs/<op>-p<p>-frac<frac>-seed<seed>)")
     p_rep.add_argument("--paper", action="store_true", help=f"train the paper's full {PAPER_EPOCHS:,} epochs")
-    p_rep.add_argument("--seeds", type=int, default=1,
+    p_rep.add_argument("--seeds", type=_number("--seeds", int, 1, minimum=1), default=1,
                        help="seeds to train, one after another (default: 1); Fig. 2 shades the spread")
-    p_rep.add_argument("--parallel", type=int, default=1,
-                       help="train this many seeds at once in separate processes (default: 1; on 2 cores, 2 "
-                       "single-thread processes give ~1.2x the throughput of one)")
+    p_rep.add_argument("--parallel", type=_number("--parallel", int, 1, minimum=1), default=1,
+                       help="train this many seeds at once in separate processes, each on --threads threads "
+                       "(default: 1; on 2 cores, 2 single-thread processes give ~1.2x the throughput of one)")
     p_rep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_threads_flag(p_rep)
     p_rep.set_defaults(func=cmd_reproduce)
 
     p_table = sub.add_parser("table", help="write the reverse-engineering tables of a run (§4.4, Fig. 6, Table 1, "
                              "clusters, headline numbers beside the paper's) to RUN/analysis")
     _add_analysis_flags(p_table, "analysis")
-    p_table.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default: the newest)")
+    p_table.add_argument("--epoch", type=_number("--epoch", int, 0, minimum=0), default=None,
+                         help="checkpoint epoch (default: the newest)")
     p_table.set_defaults(func=cmd_table)
 
     from mechgrok.report import FIGURE_NAMES
@@ -232,11 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "RUN's other settings, then plot their test loss and accuracy")
     p_sweep.add_argument("field", choices=tuple(_SWEEP_DEFAULTS), help="the config field to sweep")
     p_sweep.add_argument("--run", required=True, help="run folder whose settings the sweep copies")
-    p_sweep.add_argument("--values", type=float, nargs="+", default=None,
+    p_sweep.add_argument("--values", type=_number("--values", float, 0.3), nargs="+", default=None,
                          help="values to try (default: " + "; ".join(f"{k} {' '.join(map(str, v))}" for k, v in _SWEEP_DEFAULTS.items()) + ")")
-    p_sweep.add_argument("--epochs", type=int, default=5000, help="epochs per run (default: 5000)")
+    p_sweep.add_argument("--epochs", type=_number("--epochs", int, 5000, minimum=1), default=5000,
+                         help="epochs per run (default: 5000)")
     p_sweep.add_argument("--out", default=None, help="output folder (default: RUN/figures)")
     p_sweep.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _add_threads_flag(p_sweep)
     p_sweep.set_defaults(func=cmd_sweep)
     return parser
 

@@ -5,7 +5,9 @@ Each changes process-wide state, so each is a context manager that puts the old 
 (``tune_process=True``, the default, and ``threads``):
 
 * **Threads.** :func:`torch_threads` sets torch's intra-op thread count; the default comes
-  from :func:`default_threads` (measured, docs/training.md).
+  from :func:`default_threads` (measured, docs/training.md). Inside an explicit
+  ``torch_threads(n)`` block, code asking for the default gets ``n`` (:func:`resolve_threads`),
+  so ``with torch_threads(2): sweep(...)`` trains every run of the sweep on 2 threads.
 * **oneDNN float32 GEMMs.** ``torch.set_float32_matmul_precision("medium")`` routes CPU
   float32 matmuls to oneDNN, about twice as fast as MKL's AVX2 path on AMD CPUs. The setting
   formally permits bf16 on hardware that has it, so we keep it only if a probe GEMM still
@@ -17,6 +19,7 @@ Each changes process-wide state, so each is a context manager that puts the old 
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import ctypes.util
 import os
@@ -134,13 +137,32 @@ def check_threads(value: object, name: str = "threads") -> int:
     return n
 
 
+# The count of the innermost explicit ``torch_threads(n)`` block, so that code inside it that asks
+# for the default (``train(threads=None)`` in a sweep, say) inherits the caller's choice.
+_chosen: contextvars.ContextVar[int | None] = contextvars.ContextVar("mechgrok_threads", default=None)
+
+
+def resolve_threads(threads: int | None = None) -> int:
+    """The thread count ``threads`` stands for: itself if given, else the count of the enclosing
+    explicit :func:`torch_threads` block, else :func:`default_threads`."""
+    if threads is not None:
+        return check_threads(threads)
+    chosen = _chosen.get()
+    return default_threads() if chosen is None else chosen
+
+
 @contextmanager
 def torch_threads(threads: int | None = None) -> Iterator[int]:
-    """Within the block, torch uses ``threads`` intra-op threads (default :func:`default_threads`)."""
-    n = default_threads() if threads is None else check_threads(threads)
+    """Within the block, torch uses ``threads`` intra-op threads; ``None`` means
+    :func:`resolve_threads` (an enclosing block's count, else :func:`default_threads`).
+    The previous count comes back afterwards. Yields the count in use."""
+    n = resolve_threads(threads)
+    token = _chosen.set(n) if threads is not None else None
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
         yield n
     finally:
         torch.set_num_threads(previous)
+        if token is not None:
+            _chosen.reset(token)

@@ -4,11 +4,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from mechgrok import runs
+from mechgrok import runs, speed
 from mechgrok.config import Config
 from mechgrok.models.fastpath import FastPath
 from mechgrok.speed import fast_float32_matmul
@@ -103,7 +104,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
 
     done = subprocess.run(args + ["--out", str(tmp_path / "killed")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "resumed" in done.stdout
+    assert done.stdout.startswith(f"resuming {tmp_path / 'killed'} from epoch ")  # said first, not at the end
     straight = train(cfg, tmp_path / "straight")
     assert same_metrics(straight.metrics, runs.read_metrics(tmp_path / "killed"))
     assert same_files(tmp_path / "straight", tmp_path / "killed")
@@ -147,3 +148,80 @@ def test_finished_run_is_reused_untouched(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()} == stamps
     with pytest.raises(ValueError, match="already trained to epoch 40"):
         train(SMALL.replace(epochs=30), tmp_path / "run")
+
+
+def test_threads_apply_inside_training_and_are_restored(tmp_path):
+    before = torch.get_num_threads()
+    seen = []
+    # few epochs wherever there are two threads: on a busy 2-core machine they can be many times slower
+    result = train(SMALL.replace(epochs=2, eval_every=1), tmp_path / "a", threads=2,
+                   on_eval=lambda row: seen.append(torch.get_num_threads()))
+    assert set(seen) == {2} and result.threads == 2
+    assert torch.get_num_threads() == before
+    # threads=None inherits an enclosing explicit torch_threads block (a sweep's trainers, say) ...
+    with speed.torch_threads(2):
+        torch.set_num_threads(1)  # ... even if something in between changed the live count
+        assert train(SMALL.replace(epochs=1), tmp_path / "b").threads == 2
+        assert torch.get_num_threads() == 1
+    # ... and outside one it is default_threads()
+    assert train(SMALL.replace(epochs=1), tmp_path / "c").threads == speed.default_threads()
+    with pytest.raises(ValueError, match="threads=0 must be an integer >= 1"):
+        train(SMALL, tmp_path / "d", threads=0)
+
+
+def test_resume_is_bit_identical_on_two_threads(tmp_path):
+    cfg = SMALL.replace(epochs=16, eval_every=2, checkpoint_every=4)
+    straight = train(cfg, tmp_path / "straight", threads=2)
+
+    def interrupt_at_epoch_6(row):
+        if row["epoch"] == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert train(cfg, tmp_path / "resumed", threads=2, on_eval=interrupt_at_epoch_6).interrupted
+    resumed = train(cfg, tmp_path / "resumed", threads=2)
+    assert resumed.resumed_from == 7
+    assert same_metrics(straight.metrics, resumed.metrics)
+    assert same_files(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_on_resume_is_called_before_the_first_step(tmp_path):
+    train(SMALL.replace(epochs=20), tmp_path / "run")
+    events = []
+    train(SMALL.replace(epochs=40), tmp_path / "run", on_resume=lambda e: events.append(("resume", e)),
+          on_eval=lambda row: events.append(("eval", row["epoch"])))
+    assert events[0] == ("resume", 20) and events[1] == ("eval", 20)
+    events.clear()
+    train(SMALL.replace(epochs=40), tmp_path / "run", on_resume=lambda e: events.append(("resume", e)))
+    assert events == []  # a finished run trains nothing, so nothing resumes
+
+
+def test_float32_loss_is_really_float32_and_differs_only_by_rounding(tmp_path):
+    cfg = SMALL.replace(epochs=200, checkpoint_every=100)
+    r64 = train(cfg, tmp_path / "f64")
+    r32 = train(cfg.replace(loss_dtype="float32"), tmp_path / "f32")
+    m64, m32 = r64.metrics, r32.metrics
+    assert runs.read_config(tmp_path / "f32").loss_dtype == "float32"
+    losses = ("train_loss", "test_loss")
+    # every loss the float32 run reports is a float32 number; the float64 run's are not
+    for col in losses:
+        assert all(float(np.float32(x)) == x for x in m32[col])
+        assert not any(float(np.float32(x)) == x for x in m64[col])
+    # epoch 0 is the same initialisation, so there the two differ by the loss's rounding alone
+    for col in losses:
+        assert m64[col].iloc[0] != m32[col].iloc[0]
+        assert m32[col].iloc[0] == pytest.approx(m64[col].iloc[0], rel=1e-6)
+    # both train, and late in training the trajectories differ only by accumulated rounding
+    for m in (m64, m32):
+        assert m.train_loss.iloc[-1] < 1e-2 * m.train_loss.iloc[0] and m.train_acc.iloc[-1] == 1.0
+    late = m64.epoch >= 150
+    for col in losses:
+        assert np.allclose(m32[col][late], m64[col][late], rtol=1e-2, atol=0)
+        assert not np.array_equal(m32[col][late], m64[col][late])
+    # the reported final loss is exactly a float32 cross-entropy of the trained model's logits
+    task = ModularTask(cfg.p)
+    tokens, labels = task.tokens()[r32.split.train], task.labels()[r32.split.train]
+    with fast_float32_matmul():  # the trainer's own settings, so the logits are bit-identical
+        logits = FastPath(tokens, labels).logits(r32.model)
+    as32 = -torch.log_softmax(logits.float(), -1).gather(1, labels[:, None]).mean()
+    as64 = -torch.log_softmax(logits.double(), -1).gather(1, labels[:, None]).mean()
+    assert as32.item() == m32.train_loss.iloc[-1] != as64.item()

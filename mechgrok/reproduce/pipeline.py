@@ -1,9 +1,10 @@
 """The whole reproduction in one call: what ``mechgrok reproduce`` and ``make reproduce`` run.
 
-1. Train the paper's mainline (p=113, docs/training.md settings, a checkpoint every 100 epochs) for
-   each seed (one after another, or ``parallel`` at once in separate processes), or reuse a run
-   that already reached the asked epochs. Seed ``s0`` (the config's
-   seed) lives in ``OUT/``; further seeds in ``OUT/seeds/seed_<s>/``.
+1. Train the run's config (default ``Config()``, the paper's p=113 mainline, docs/training.md;
+   any p, fraction, seed, operation or loss precision works the same) for each seed (one after
+   another, or ``parallel`` at once in separate processes), or reuse a run that already reached
+   the asked epochs. Seed ``s0`` (the config's seed) lives in ``OUT/``; further seeds in
+   ``OUT/seeds/seed_<s>/``.
 2. Compute the progress measures and phase boundaries of every seed (:mod:`mechgrok.progress`).
 3. Build every figure of :data:`mechgrok.figures.FIGURES` into ``OUT/figures/``.
 4. Write the reverse-engineering tables (:func:`write_ablation_tables`) into ``OUT/analysis/``.
@@ -44,26 +45,32 @@ def seed_dir(out: str | Path, seed: int, first_seed: int = 0) -> Path:
     return out if seed == first_seed else out / figures.SEEDS_DIR / f"seed_{seed}"
 
 
-def train_or_reuse(cfg: Config, run_dir: Path, *, progress_bar: bool = False) -> tuple[bool, float]:
+def train_or_reuse(cfg: Config, run_dir: Path, *, progress_bar: bool = False, threads: int | None = None,
+                   on_resume: Callable[[int], None] | None = None) -> tuple[bool, float]:
     """Train ``cfg`` into ``run_dir`` unless a run there already reached ``cfg.epochs``.
 
-    A shorter run with the same settings is extended (the trainer resumes it). Returns
-    (trained, seconds).
+    A shorter run with the same settings is extended (the trainer resumes it, calling
+    ``on_resume`` with its epoch first). ``threads`` is the trainer's torch thread count.
+    Returns (trained, seconds). An interrupted training raises ``KeyboardInterrupt`` whose
+    message says where it stopped (a resume checkpoint is written; calling again resumes).
     """
     done = runs.checkpoint_epochs(run_dir)
     if done and done[-1] >= cfg.epochs and (run_dir / runs.CONFIG_FILE).exists():
         saved = runs.read_config(run_dir)
-        if saved.replace(epochs=cfg.epochs) != cfg:
+        differs = [f"{f}: saved {getattr(saved, f)!r}, asked {getattr(cfg, f)!r}"
+                   for f in cfg.to_dict() if f != "epochs" and getattr(saved, f) != getattr(cfg, f)]
+        if differs:
             raise ValueError(
-                f"{run_dir} holds a run with other settings ({saved}); choose another --out, or delete it yourself"
+                f"{run_dir} holds a finished run with other settings ({', '.join(differs)}); pass its "
+                "settings (or none, to use them), choose another --out, or delete it yourself"
             )
         return False, 0.0
     from mechgrok.training.loop import train
 
     t0 = time.perf_counter()
-    result = train(cfg, run_dir, progress=progress_bar)
+    result = train(cfg, run_dir, progress=progress_bar, threads=threads, on_resume=on_resume)
     if result.interrupted:
-        raise KeyboardInterrupt(f"training of {run_dir} was interrupted at epoch {result.epoch}; run the same command to resume")
+        raise KeyboardInterrupt(f"training of {run_dir} was interrupted at epoch {result.epoch}")
     return True, time.perf_counter() - t0
 
 
@@ -109,31 +116,33 @@ def write_ablation_tables(
 
 def _train_in_worker(cfg_dict: dict, run_dir: str, threads: int) -> tuple[bool, float]:
     """One seed in a worker process (top level, so it pickles), on ``threads`` torch threads."""
-    import torch
-
-    torch.set_num_threads(threads)
-    return train_or_reuse(Config.from_dict(cfg_dict), Path(run_dir))
+    return train_or_reuse(Config.from_dict(cfg_dict), Path(run_dir), threads=threads)
 
 
 def _train_seeds(jobs: list[tuple[int, Config, Path]], parallel: int, progress_bar: bool,
-                 say: Callable[[str], None]) -> dict[int, tuple[bool, float]]:
+                 say: Callable[[str], None], threads: int | None) -> dict[int, tuple[bool, float]]:
     """Train every seed: one after another, or ``parallel`` at a time in separate processes."""
     results: dict[int, tuple[bool, float]] = {}
     if parallel <= 1 or len(jobs) <= 1:
         for seed, cfg, run_dir in jobs:
             say(f"seed {seed}: training {cfg.epochs:,} epochs into {run_dir} (or reusing it)")
-            results[seed] = train_or_reuse(cfg, run_dir, progress_bar=progress_bar)
+            results[seed] = train_or_reuse(
+                cfg, run_dir, progress_bar=progress_bar, threads=threads,
+                on_resume=lambda epoch, seed=seed, run_dir=run_dir: say(f"seed {seed}: resuming {run_dir} from epoch {epoch}"))
         return results
     import multiprocessing
-    import os
     from concurrent.futures import ProcessPoolExecutor
+
+    from mechgrok import speed
 
     # Later seeds live inside the first seed's folder. Claim every fresh folder with its config
     # first, so the first seed's trainer never finds its folder already holding `seeds/`.
     for _, cfg, run_dir in jobs:
         if not (run_dir / runs.CONFIG_FILE).exists() and (not run_dir.exists() or not any(run_dir.iterdir())):
             runs.write_config(run_dir, cfg)
-    threads = max(1, (os.cpu_count() or 1) // parallel)
+    # Resolved here, not in the workers: a worker process knows neither the caller's
+    # torch_threads block nor, under spawn, anything but its arguments.
+    threads = speed.resolve_threads(threads)
     say(f"training seeds {[s for s, _, _ in jobs]} {parallel} at a time, {threads} thread(s) each")
     with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {seed: pool.submit(_train_in_worker, cfg.to_dict(), str(run_dir), threads) for seed, cfg, run_dir in jobs}
@@ -161,19 +170,32 @@ def _final_row(measures: pd.DataFrame) -> dict[str, float]:
 def reproduce(
     out: str | Path = "runs/mainline",
     *,
-    epochs: int = DEFAULT_EPOCHS,
+    epochs: int | None = None,
     seeds: int = 1,
     config: Config | None = None,
     rule: str = circuits.DEFAULT_KEY_FREQUENCY_RULE,
     progress_bar: bool = False,
     parallel: int = 1,
+    threads: int | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> ReproduceResult:
     """Train (or reuse), measure, plot and report; see the module docstring.
 
-    ``config`` overrides the paper's settings (default ``Config()``); ``epochs`` and the seeds
-    ``config.seed .. config.seed + seeds - 1`` are set from the arguments. ``parallel`` > 1
-    trains that many seeds at once in separate processes (for machines with cores to spare).
+    ``config`` is the run's config (default ``Config()``, the paper's mainline); any p, op,
+    frac_train, seed or loss_dtype gets the same report::
+
+        from mechgrok import Config
+        from mechgrok.reproduce.pipeline import reproduce
+
+        result = reproduce("runs/p97", config=Config(p=97, frac_train=0.4, epochs=15_000))
+        result.summary["key_frequencies"], result.report   # [...], runs/p97/report.html
+
+    ``epochs`` overrides ``config.epochs`` when given. The seeds are ``config.seed ..
+    config.seed + seeds - 1``. A folder whose run already reached the epochs is reused
+    without training; a shorter one is extended. ``threads`` is the torch thread count of
+    training (default :func:`mechgrok.speed.resolve_threads`); ``parallel`` > 1 trains that
+    many seeds at once in separate processes, each on ``threads`` threads (for machines with
+    cores to spare). ``on_step`` hears about each step, including a resumption.
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds={seeds!r} must be an integer >= 1 (the number of seeds to train)")
@@ -181,14 +203,16 @@ def reproduce(
         raise ValueError(f"parallel={parallel!r} must be an integer >= 1 (seeds trained at once)")
     out = Path(out)
     say = on_step or (lambda message: None)
-    base = (config or Config()).replace(epochs=int(epochs))
+    base = config or Config()
+    if epochs is not None:
+        base = base.replace(epochs=epochs)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
 
     seed_list = [base.seed + i for i in range(seeds)]
     jobs = [(seed, base.replace(seed=seed), seed_dir(out, seed, base.seed)) for seed in seed_list]
     reused = []
-    for seed, (trained, seconds) in _train_seeds(jobs, parallel, progress_bar, say).items():
+    for seed, (trained, seconds) in _train_seeds(jobs, parallel, progress_bar, say, threads).items():
         timings[f"train_seed_{seed}"] = seconds
         if not trained:
             reused.append(seed)
@@ -228,7 +252,7 @@ def reproduce(
         "title": f"mechgrok reproduction: {out}",
         "run_dir": str(out),
         "config": base.to_dict(),
-        "epochs": int(epochs),
+        "epochs": base.epochs,
         "seeds": seed_list,
         "reused_seeds": reused,
         "key_frequency_rule": rule,

@@ -48,6 +48,7 @@ class TrainResult:
     resumed_from: int | None
     elapsed_s: float
     run_dir: Path
+    threads: int = 1  # the torch thread count it trained on (a resume is bit-identical at the same count)
 
 
 class _Stop:
@@ -92,13 +93,17 @@ def train(
     ``progress`` shows a tqdm bar with train and test loss and accuracy. ``tune_process``
     applies :mod:`mechgrok.speed`'s settings while training: oneDNN float32 GEMMs and glibc's
     malloc thresholds (both put back afterwards). ``threads`` is the torch thread count while
-    training (default :func:`mechgrok.speed.default_threads`; docs/training.md says why);
-    a resumed run is bit-identical to an uninterrupted one at the same thread count.
+    training (default: the enclosing :func:`mechgrok.speed.torch_threads` block's, else
+    :func:`mechgrok.speed.default_threads`; docs/training.md says why); the previous count
+    comes back afterwards. A resumed run is bit-identical to an uninterrupted one at the same
+    thread count (the counts change how GEMMs split their sums).
     ``on_eval`` is called with each metrics row, ``on_resume`` with the epoch a resumed run
     starts from, before its first step.
     """
-    with speed.torch_threads(threads), speed.tuned_malloc(tune_process), speed.fast_float32_matmul(tune_process):
-        return _train(cfg, Path(out_dir), progress, on_eval, on_resume)
+    with speed.torch_threads(threads) as n, speed.tuned_malloc(tune_process), speed.fast_float32_matmul(tune_process):
+        result = _train(cfg, Path(out_dir), progress, on_eval, on_resume)
+    result.threads = n
+    return result
 
 
 def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict], None] | None,
