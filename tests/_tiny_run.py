@@ -3,6 +3,8 @@
 ``tiny_run()`` trains p=31 on 70% of the pairs for 1,000 epochs (lr 3e-3) with mechgrok's own trainer
 (a few seconds on one thread; it groks), once per test process, into a temporary folder.
 ``tiny_seeds_run()`` adds two more seeds under ``RUN/seeds/`` for the multi-seed figures.
+``tiny_run(cfg=NOT_GROKKED)`` stops the same run at 150 epochs: it has memorized (train accuracy
+1.0) but not grokked (test accuracy ~0.7), for the captions of a run that has not grokked.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from mechgrok.config import Config
 from mechgrok.training.loop import train
 
 TINY = Config(p=31, frac_train=0.7, d_model=64, d_mlp=256, lr=3e-3, epochs=1000, eval_every=50, checkpoint_every=50)
+NOT_GROKKED = TINY.replace(epochs=150)
 
 
 def _train(cfg: Config, out: Path) -> Path:

@@ -1,4 +1,4 @@
-"""report.html / summary.json (mechgrok/report.py, mechgrok/reproduce.py), and the report in headless Chromium."""
+"""report.html / summary.json (mechgrok/report/html.py, mechgrok/reproduce/pipeline.py), and the report in headless Chromium."""
 
 import json
 import re
@@ -134,6 +134,13 @@ def test_report_renders_in_headless_chromium(reproduced, tmp_path):
     result, _ = reproduced
     dom, log = render_in_chromium(result.report, tmp_path / "profile")
     assert_rendered_without_errors(dom, log, figures.FIGURES)
+    chunks = figure_chunks(dom)
+    # as drawn, not only as specified: one colour bar per Fig. 4 heatmap, and the phases' colour key
+    fig4 = next(f for f in result.figures if f.name == "fig4_activations")
+    n_heatmaps = sum(isinstance(t, go.Heatmap) for t in fig4.figure.data)
+    assert len(re.findall(r'class="cb\w+ colorbar"', chunks["fig4_activations"])) == n_heatmaps >= 7
+    for name in ("fig7_progress_measures", "appendix_excluded_per_frequency", "appendix_cos_coefficients"):
+        assert "shaded: detected phases" in chunks[name] and "memorization (epochs" in chunks[name], name
 
 
 @pytest.mark.slow

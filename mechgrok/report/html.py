@@ -97,7 +97,7 @@ def _seeds(seeds: Sequence[int]) -> str:
 
 
 def _epoch(v: Any) -> str:
-    """A phase boundary: an epoch written as "1,400", or "not reached"."""
+    """A phase boundary: an epoch written with thousands commas ("2,500"), or "not reached"."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "not reached"
     return f"{int(v):,}"
