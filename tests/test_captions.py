@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from _tiny_run import NOT_GROKKED, TINY, tiny_run
+from _tiny_run import NOT_GROKKED, tiny_run
 from mechgrok import runs
 from mechgrok.analysis import ablations, circuits, fourier, progress
 from mechgrok.report import figures, html as report

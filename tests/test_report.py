@@ -13,7 +13,7 @@ from _tiny_run import TINY, tiny_seeds_run
 import plotly.graph_objects as go
 
 from mechgrok.report import figures, html as report
-from mechgrok.analysis import phases, progress
+from mechgrok.analysis import progress
 from mechgrok import runs
 from mechgrok.reproduce import nanda2023
 from mechgrok.reproduce.pipeline import reproduce, seed_dir
