@@ -116,9 +116,12 @@ def tuned_malloc(enabled: bool = True) -> Iterator[bool]:
 def default_threads() -> int:
     """The torch thread count training uses unless told otherwise: 1.
 
-    Measured on 2-core machines (docs/training.md): two OpenMP threads are faster only on an
-    idle machine, and when any other job holds a core they wait on each other and a step gets
-    many times slower; one thread never collapses. ``MECHGROK_THREADS`` overrides it.
+    Measured on 2-core machines (docs/training.md; experiments/benchmarks/thread_speed.py), p=113
+    paper config, ms/epoch: 1 thread 71 idle / 116 beside a two-thread matmul job; 2 threads
+    48-164 idle / 167-711 busy (median 208, 1.8x one thread's, past the 1.5x we accept). Two
+    OpenMP threads win only on a truly idle machine; when another job holds a core they wait on
+    each other and a step gets many times slower, while one thread never collapses.
+    ``MECHGROK_THREADS`` overrides it.
     """
     value = os.environ.get("MECHGROK_THREADS")
     if value is None:

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from mechgrok import speed
@@ -31,3 +32,25 @@ def test_training_restores_the_matmul_precision(tmp_path):
     with speed.fast_float32_matmul() as enabled:
         assert torch.get_float32_matmul_precision() == ("medium" if enabled else before)
     assert torch.get_float32_matmul_precision() == before
+
+
+def test_torch_threads_restores_and_nests(monkeypatch):
+    monkeypatch.delenv("MECHGROK_THREADS", raising=False)
+    before = torch.get_num_threads()
+    with speed.torch_threads(2) as n:
+        assert n == 2 == torch.get_num_threads() == speed.resolve_threads()
+        with speed.torch_threads() as inner:  # None inherits the enclosing explicit count
+            assert inner == 2
+        with speed.torch_threads(1):
+            assert speed.resolve_threads() == 1
+        assert speed.resolve_threads() == 2
+    assert torch.get_num_threads() == before
+    assert speed.resolve_threads() == speed.default_threads() == 1
+
+
+def test_mechgrok_threads_overrides_the_default(monkeypatch):
+    monkeypatch.setenv("MECHGROK_THREADS", "3")
+    assert speed.default_threads() == 3 and speed.resolve_threads(2) == 2
+    monkeypatch.setenv("MECHGROK_THREADS", "many")
+    with pytest.raises(ValueError, match="MECHGROK_THREADS='many' must be an integer >= 1"):
+        speed.default_threads()

@@ -1,9 +1,12 @@
 """Training speed: mechgrok's trainer against a plain HookedTransformer loop, side by side.
 
-    .venv/bin/python benchmarks/train_speed.py                 # p=113, the paper's settings
-    .venv/bin/python benchmarks/train_speed.py --full-run      # also a whole run to 15k epochs
+    .venv/bin/python experiments/benchmarks/train_speed.py                 # p=113, the paper's settings
+    .venv/bin/python experiments/benchmarks/train_speed.py --full-run      # also a whole run to 15k epochs
+    .venv/bin/python experiments/benchmarks/train_speed.py --threads 2     # on 2 torch threads
 
-In one process, with the same torch settings, rounds interleave three loops:
+In one process, with the same torch settings (``--threads``, default
+``mechgrok.speed.default_threads()``; oneDNN float32 GEMMs and tuned malloc unless ``--no-tune``),
+rounds interleave three loops:
 
 (a) a plain ``HookedTransformer`` loop in the style of the TransformerLens grokking demo:
     forward on all positions, float64 cross-entropy at the last one, AdamW, and a test-set
@@ -30,7 +33,8 @@ from mechgrok import speed
 from mechgrok.config import Config
 from mechgrok.models.transformer import build_model
 from mechgrok.tasks.modular import ModularTask, make_split
-from mechgrok.training.loop import lr_at, make_optimizer, train
+from mechgrok.training.loop import train
+from mechgrok.training.optim import lr_at, make_optimizer
 
 
 def plain_loop(cfg: Config, epochs: int, test_every_epoch: bool) -> float:
@@ -59,6 +63,7 @@ def plain_loop(cfg: Config, epochs: int, test_every_epoch: bool) -> float:
 
 
 def mechgrok_loop(cfg: Config, epochs: int) -> float:
+    # tune_process=False: main() already applied (or declined) the same settings for all three loops
     with tempfile.TemporaryDirectory() as tmp:
         result = train(cfg.replace(epochs=epochs), Path(tmp) / "run", tune_process=False)
     return result.elapsed_s / epochs
@@ -73,11 +78,19 @@ def main() -> int:
     parser.add_argument("--no-tune", action="store_true", help="leave torch's matmul precision and malloc as they are")
     parser.add_argument("--full-run", action="store_true", help="also time a whole run to --full-epochs")
     parser.add_argument("--full-epochs", type=int, default=15_000)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: mechgrok's default)")
     args = parser.parse_args()
 
-    settings = {"fast_float32_matmul": False, "malloc": False} if args.no_tune else speed.tune_process()
+    tune = not args.no_tune
+    with speed.torch_threads(args.threads) as threads, speed.tuned_malloc(tune) as malloc, \
+            speed.fast_float32_matmul(tune) as fast_matmul:
+        settings = {"fast_float32_matmul": fast_matmul, "malloc": malloc}
+        return run(args, threads, settings)
+
+
+def run(args: argparse.Namespace, threads: int, settings: dict) -> int:
     cfg = Config(p=args.p)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, settings {settings}, p={cfg.p}, "
+    print(f"torch {torch.__version__}, {threads} threads, settings {settings}, p={cfg.p}, "
           f"{int(cfg.frac_train * cfg.p**2)} train pairs, eval_every={cfg.eval_every}")
     # warm-up: first calls pay for allocator growth and kernel selection
     plain_loop(cfg, 3, True)
