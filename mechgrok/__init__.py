@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "run_info": "mechgrok.runs",
     "load_checkpoint": "mechgrok.runs",
     "load_run": "mechgrok.runs",
+    "import_run": "mechgrok.formats",
     "TrainResult": "mechgrok.training.loop",
     "train": "mechgrok.training.loop",
     "AblationResult": "mechgrok.scoring",
@@ -88,6 +89,7 @@ if TYPE_CHECKING:
     from mechgrok.analysis.circuits import gather_activations, key_frequencies, neuron_clusters
     from mechgrok.analysis.progress import load_progress
     from mechgrok.config import Config
+    from mechgrok.formats import import_run
     from mechgrok.hooks import HookFn, Site
     from mechgrok.models.family import ModelFamily
     from mechgrok.models.transformer import build_model

@@ -387,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"mechgrok: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C outside the trainer's own handler (while loading, or between two steps of a
+        # command): every file is written atomically, so what is on disk is intact.
+        print("interrupted; files on disk are intact: run the same command again to resume")
+        return 130
 
 
 if __name__ == "__main__":

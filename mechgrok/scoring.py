@@ -45,25 +45,25 @@ class AblationResult:
 
 
 def p_of_logits(logits: Tensor) -> int:
-    """p from logits over the whole grid: [p², p] or [p², p+1]."""
+    """p from logits over the whole grid: [p², d_vocab_out] with d_vocab_out >= p."""
     n, width = logits.shape[0], logits.shape[-1]
     p = math.isqrt(n)
-    if logits.ndim != 2 or p * p != n or width not in (p, p + 1):
+    if logits.ndim != 2 or p * p != n or width < p:
         raise ValueError(
-            f"expected last-position logits over all p² inputs, shape [p², p] or [p², p+1]; got {tuple(logits.shape)}. "
+            f"expected last-position logits over all p² inputs, shape [p², p] (or wider); got {tuple(logits.shape)}. "
             "Take model(ModularTask(p).tokens())[:, -1]"
         )
     return p
 
 
 def task_logits(logits: Float[Tensor, "batch d_vocab_out"], p: int) -> Float[Tensor, "batch c"]:
-    """The p task logits: a p+1 wide unembed (old checkpoints) has its ``=`` logit dropped."""
+    """The p task logits (the residues 0..p-1). A wider unembed has its extra logits dropped:
+    old checkpoints have p+1 (the ``=`` token), and the original code's files always had 114,
+    whatever p."""
     width = logits.shape[-1]
-    if width == p:
-        return logits
-    if width == p + 1:
-        return logits[..., :p]
-    raise ValueError(f"logits are {width} wide but p={p}; expected {p} (or {p + 1} for old checkpoints)")
+    if width < p:
+        raise ValueError(f"logits are {width} wide but p={p}; a model for p={p} has at least {p} output logits")
+    return logits if width == p else logits[..., :p]
 
 
 def cross_entropy(

@@ -2,7 +2,7 @@
 
 The loop is independent of mechgrok's trainer (full batch AdamW, lr 1e-3, wd 1, betas
 (0.9, 0.98), float64 cross-entropy at the last position), so readout and ablation tests do not
-depend on it. Gradients come from ``mechgrok.fastpath`` (pinned against autograd in its own
+depend on it. Gradients come from ``mechgrok.models.fastpath`` (pinned against autograd in its own
 tests) when it is there, else from autograd. The model is trained once per test process, and
 its weights are cached in the system temp folder so later test processes skip the training
 (delete ``mechgrok-test-cache`` there to retrain).
@@ -94,7 +94,7 @@ def _fast_path(tokens, labels):
 
 
 def grokked_model(p: int = P, epochs: int = EPOCHS, d_model: int = 64, d_mlp: int = 256, seed: int = 0):
-    """A fresh HookedTransformer (with ``.mechgrok`` RunInfo) holding the shared trained weights."""
+    """A fresh HookedTransformer (attached to its task and split) holding the shared trained weights."""
     cfg, state, split = _trained_state(p, epochs, d_model, d_mlp, seed)
     model = build_model(cfg, split=split)
     model.load_state_dict(state)

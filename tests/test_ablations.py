@@ -1,7 +1,7 @@
 """Hook-based ablations, restricted/excluded loss and the §4.4 interventions (mechgrok/ablations.py).
 
 Formulas are checked against straightforward re-implementations (explicit loops, numpy) that
-share no code with mechgrok.fourier.
+share no code with mechgrok.analysis.fourier.
 """
 
 import math

@@ -8,7 +8,6 @@ key frequencies must still agree. Regenerate with ``python -m tests.golden.make_
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -1,7 +1,7 @@
 """Progress measures (mechgrok/progress.py) against straightforward implementations of docs/concepts.md.
 
 The reference side runs the HookedTransformer itself in float64 on all p² inputs and evaluates
-the paper's formulas with numpy and explicit cos/sin grids: no mechgrok.fourier, no FastPath.
+the paper's formulas with numpy and explicit cos/sin grids: no mechgrok.analysis.fourier, no FastPath.
 """
 
 import json

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/progress_speed.py                       # runs/mainline, 400 checkpoints
     .venv/bin/python benchmarks/progress_speed.py --run runs/p113 --threads 1
 
-It times ``mechgrok.progress.compute_measures`` (FastPath logits on all p² inputs, the batched
+It times ``mechgrok.analysis.progress.compute_measures`` (FastPath logits on all p² inputs, the batched
 restricted/excluded projections, per-frequency excluded losses, Gini, weight norms and cos
 coefficients) on ``--n`` checkpoints of the run, cycling through its saved epochs when it has
 fewer. The key frequencies are found first (on the final checkpoint) and timed separately.

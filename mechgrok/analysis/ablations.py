@@ -16,7 +16,7 @@ The sites are the model family's (``registry.family(cfg.family).site(name)``, a
 
 Modes: ``"remove"`` subtracts the chosen frequencies' components; ``"keep"`` replaces the
 activation by those components plus its mean over inputs (the paper's bias correction).
-At the 2D sites, ``terms`` says what "frequency k" means (``mechgrok.fourier``):
+At the 2D sites, ``terms`` says what "frequency k" means (``mechgrok.analysis.fourier``):
 ``"sum"`` is the two directions cos/sin(w_k(a + s·b)) the algorithm uses; ``"all"`` is the eight
 2D terms built from frequency k and the constant (the neuron-cluster definition).
 
@@ -265,7 +265,7 @@ def frequency_hooks(
         fn = neuron_hook(p, ks, mode, terms, sign=sign, site=where)
     else:
         fn = logit_hook(p, ks, mode, terms, sign=sign, site=where)
-    return [(hooks.EMBED, grid_order_guard(p, W_E)), (where.hook, fn)]
+    return [(_site("embeddings", family).hook, grid_order_guard(p, W_E)), (where.hook, fn)]
 
 
 def ablate_frequencies(
@@ -464,7 +464,7 @@ def section_4_4_table(
     Valid for runs of op='add' (a+b) and op='sub' (a-b, named so in the rows), read from the
     run's task; any other operation raises ``ValueError``. ``neuron_frequency``: the clustered
     neurons and their frequencies; ``wl_directions``: the 2K u_k, v_k of the W_L fit. Both come
-    from ``mechgrok.circuits``. Losses are on all p² inputs.
+    from ``mechgrok.analysis.circuits``. Losses are on all p² inputs.
     """
     info, sign = _fourier_run(model, "section_4_4_table")
     p, family = info.task.p, info.config.family

@@ -76,7 +76,7 @@ class GridActivations:
 
     p: int
     labels: Int[Tensor, "batch"]
-    split: Any  # mechgrok.task.Split
+    split: Any  # mechgrok.tasks.base.Split
     logits: Float[Tensor, "batch c"]  # at the = position, the p task logits
     neurons: Float[Tensor, "batch neuron"]  # blocks.0.mlp.hook_post at the = position
     attention: Float[Tensor, "batch head key_pos"]  # the pattern from = to a, b and =

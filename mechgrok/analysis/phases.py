@@ -1,7 +1,7 @@
 """Automatic phase boundaries of grokking (Nanda et al. §5.2), from the progress measures.
 
 The paper drew its lines by eye at 1.4k, 9.4k and 14k epochs. Here each boundary is a rule on
-the measures table of :mod:`mechgrok.progress` (one row per checkpoint). Losses are read on a
+the measures table of :mod:`mechgrok.analysis.progress` (one row per checkpoint). Losses are read on a
 log10 scale, smoothed by a centred rolling median over ``smooth`` checkpoints (so one noisy
 checkpoint cannot move a boundary):
 
@@ -117,7 +117,7 @@ def detect_phases(measures: pd.DataFrame, rules: PhaseRules | None = None) -> Ph
     rules = rules or PhaseRules()
     missing = [c for c in REQUIRED_COLUMNS if c not in measures.columns]
     if missing:
-        raise ValueError(f"the measures table lacks columns {missing}; compute it with mechgrok.progress.load_progress(run)")
+        raise ValueError(f"the measures table lacks columns {missing}; compute it with mechgrok.analysis.progress.load_progress(run)")
     df = measures.sort_values("epoch").reset_index(drop=True)
     if len(df) < 3:
         return Phases(None, None, None, rules, (f"only {len(df)} checkpoints: too few to place phase boundaries",))

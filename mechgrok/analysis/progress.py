@@ -28,7 +28,7 @@ operation is refused with a ``ValueError`` (``require_fourier``).
 The key frequencies are fixed from the run's final checkpoint (``circuits.key_frequencies``,
 rule ``W_L`` by default) and reused at every checkpoint, as in the paper.
 
-Speed: the logits over all p² inputs come from :class:`mechgrok.fastpath.FastPath` (the
+Speed: the logits over all p² inputs come from :class:`mechgrok.models.fastpath.FastPath` (the
 trainer's exact last-position forward) and every projection is one matmul against the
 precomputed orthonormal directions of ``fourier.frequency_directions_2d``; the results equal
 ``ablations.restricted_loss`` / ``excluded_loss`` and ``circuits.logit_cos_fit`` (pinned in

@@ -5,8 +5,8 @@
    another, or ``parallel`` at once in separate processes), or reuse a run that already reached
    the asked epochs. Seed ``s0`` (the config's seed) lives in ``OUT/``; further seeds in
    ``OUT/seeds/seed_<s>/``.
-2. Compute the progress measures and phase boundaries of every seed (:mod:`mechgrok.progress`).
-3. Build every figure of :data:`mechgrok.figures.FIGURES` into ``OUT/figures/``.
+2. Compute the progress measures and phase boundaries of every seed (:mod:`mechgrok.analysis.progress`).
+3. Build every figure of :data:`mechgrok.report.figures.FIGURES` into ``OUT/figures/``.
 4. Write the reverse-engineering tables (:func:`write_ablation_tables`) into ``OUT/analysis/``.
 5. Write ``OUT/report.html`` (self-contained) and ``OUT/summary.json``.
 
@@ -181,7 +181,8 @@ def reproduce(
 ) -> ReproduceResult:
     """Train (or reuse), measure, plot and report; see the module docstring.
 
-    ``config`` is the run's config (default ``Config()``, the paper's mainline); any p, op,
+    ``config`` is the run's config (default: the saved config of a run already in ``out``,
+    else ``Config()``, the paper's mainline); any p, op,
     frac_train, seed or loss_dtype gets the same report::
 
         from mechgrok import Config
@@ -203,7 +204,7 @@ def reproduce(
         raise ValueError(f"parallel={parallel!r} must be an integer >= 1 (seeds trained at once)")
     out = Path(out)
     say = on_step or (lambda message: None)
-    base = config or Config()
+    base = config or (runs.read_config(out) if (out / runs.CONFIG_FILE).exists() else Config())
     if epochs is not None:
         base = base.replace(epochs=epochs)
     timings: dict[str, float] = {}

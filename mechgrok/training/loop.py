@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pandas as pd
-import torch
 
 from mechgrok import runs, speed
 from mechgrok.config import Config
@@ -246,4 +245,10 @@ def _existing_run(out_dir: Path, cfg: Config) -> runs.CheckpointFile | None:
 
 
 def _no_resume_error(out_dir: Path):
+    source = runs.imported_from(out_dir)
+    if source is not None:
+        raise ValueError(
+            f"{out_dir} was imported from {source.get('source', 'a foreign file')}, which holds no optimizer state, so it "
+            "cannot be trained further; analyse it as it is, or train a new run with another --out"
+        )
     raise ValueError(f"{out_dir} has checkpoints but no {runs.RESUME_FILE}; it cannot be resumed exactly. Use another --out.")
