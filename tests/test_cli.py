@@ -253,3 +253,12 @@ def test_default_run_folders(tmp_path, monkeypatch, capsys):
 
     assert _reproduce_dir(Config(epochs=5)) == Path("runs/mainline")
     assert _reproduce_dir(Config(p=97)) == Path("runs/add-p97-frac0.3-seed0")
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`mechgrok ... | head` closes our stdout early: no BrokenPipeError traceback."""
+    proc = subprocess.Popen(CLI + ["train", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away before anything is written
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err
