@@ -1,5 +1,5 @@
-"""The ``mechgrok`` command line: ``train``, ``info``, ``reproduce``, ``table``, ``figure`` and
-``sweep`` (the only module that prints).
+"""The ``mechgrok`` command line: ``train``, ``info``, ``import``, ``reproduce``,
+``table``, ``figure`` and ``sweep`` (the only module that prints).
 
 Building the parser imports no torch, pandas or TransformerLens, so ``mechgrok --help`` is
 instant; each command imports what it needs when it runs.
@@ -152,13 +152,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     result = train(cfg, out, progress=not args.no_progress, threads=args.threads, on_resume=on_resume)
     last = result.metrics.iloc[-1]
-    if result.resumed_from is not None and not resumed:
+    idle = result.resumed_from is not None and not resumed
+    if idle:
         print(f"{out} is already trained to epoch {result.epoch}; nothing to do (pass --epochs N to train on)")
     if result.interrupted:
         print(f"interrupted at epoch {result.epoch}: checkpoint written; run the same command again to resume")
+    timing = "" if idle else f" in {result.elapsed_s:.1f} s of training in all, on {result.threads} thread{'s' if result.threads > 1 else ''}"
     print(
-        f"{out}: epoch {result.epoch}/{cfg.epochs} in {result.elapsed_s:.1f} s on {result.threads} "
-        f"thread{'s' if result.threads > 1 else ''}\n"
+        f"{out}: epoch {result.epoch}/{cfg.epochs}{timing}\n"
         f"  train loss {last.train_loss:.3e}  accuracy {last.train_acc:.4f}\n"
         f"  test  loss {last.test_loss:.3e}  accuracy {last.test_acc:.4f}  (at epoch {int(last.epoch)})"
     )
@@ -168,8 +169,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from mechgrok.runs import load_checkpoint
 
+    from mechgrok.runs import CONFIG_FILE, read_config
+
     run = load_checkpoint(args.path)
     cfg = run.config
+    # an older checkpoint's metadata holds the epochs asked when it was written; the folder says now
+    if run.path is not None and (run.path / CONFIG_FILE).exists():
+        cfg = read_config(run.path)
     print(f"{args.path}  [{run.source_format}]")
     print(f"  task     c = {cfg.op}(a, b) mod {cfg.p}; train {len(run.split.train)} / test {len(run.split.test)} pairs")
     print(f"  model    d_model {cfg.d_model}, {cfg.n_heads} heads of {cfg.d_head}, d_mlp {cfg.d_mlp}, "

@@ -227,7 +227,9 @@ def read_checkpoint_file(path: Path) -> CheckpointFile:
 
 def _read_bytes(path: Path) -> bytes:
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise FileNotFoundError(
+            f"{path} does not exist; pass a run folder, a mechgrok .safetensors checkpoint, or a foreign .pth file"
+        )
     return path.read_bytes()
 
 
@@ -379,7 +381,7 @@ def checkpoint_epochs(run_dir: Path) -> list[int]:
 
 
 def model_from_state(cfg: Config, state: dict[str, Tensor], split: Split, d_vocab_out: int | None = None) -> HookedTransformer:
-    from mechgrok.models.transformer import build_model
+    from mechgrok.models.transformer import build_model  # checkpoints hold the transformer family
 
     model = build_model(cfg, d_vocab_out=d_vocab_out, split=split)
     expected = set(state_tensors(model))
@@ -452,6 +454,7 @@ def load_run(path: str | Path, *, epoch: int | None = None, p: int | None = None
     path = Path(path)
     if not (path / CONFIG_FILE).exists():
         raise ValueError(f"{path} is not a mechgrok run folder (no {CONFIG_FILE}); train one with `mechgrok train --out {path}`")
+    read_config(path)  # a damaged config.json is reported as such, not as "no checkpoints"
     epochs = checkpoint_epochs(path)
     if not epochs:
         raise ValueError(f"{path} has no checkpoints yet; train it with `mechgrok train --out {path}`")

@@ -145,7 +145,7 @@ def test_sweep_captions_read_the_curves(tmp_path, monkeypatch):
     assert "30% train: train accuracy 0.99 at epoch 100, test at 500 (400 epochs later)" in cap
     assert "80% train: train accuracy 0.99 at epoch 100, test at 100 (0 epochs later)" in cap
     lo, hi = nanda2023.FRAC_TRAIN_GROKS
-    assert f"Paper (Nanda et al. 2023, its mainline run): {lo:.0%}–{hi:.0%}" in cap
+    assert f"Paper (Nanda et al. 2023, its p=113 addition mainline run, not this run): {lo:.0%}–{hi:.0%}" in cap
 
     monkeypatch.setattr(figures, "sweep_curves", lambda run, field, values, epochs, **kw: curves(field, values))
     cap = figures.appendix_weight_decay_sweep(tmp_path, [0.0, 1.0], 1000).caption

@@ -140,3 +140,28 @@ def test_no_print_in_the_library_but_the_cli():
         tree = ast.parse(path.read_text())
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print"]
         assert not calls, f"{path} prints; only mechgrok/cli.py may"
+
+
+def test_the_trainer_builds_through_the_registry_and_refuses_a_family_without_a_fast_step(tmp_path, monkeypatch):
+    from mechgrok.models.family import ModelFamily
+    from mechgrok.training.loop import train
+
+    transformer = registry.family("transformer")
+    slow = ModelFamily(name="slow", build=transformer.build, hook_shapes=transformer.hook_shapes,
+                       hook_meanings=transformer.hook_meanings, sites=transformer.sites,
+                       parameter_names=transformer.parameter_names, fast_step=None)
+    monkeypatch.setitem(registry.FAMILIES, "slow", f"{__name__}:_SLOW")
+    monkeypatch.setitem(globals(), "_SLOW", slow)
+    with pytest.raises(ValueError, match="the slow family has no exact fast step"):
+        train(Config(p=7, d_model=8, n_heads=2, d_mlp=16, epochs=2, family="slow"), tmp_path / "run", tune_process=False)
+
+
+def test_names_written_twice_for_a_torch_free_cli_agree():
+    """The CLI lists figures and reads the task's shape without importing torch; the copies must agree."""
+    from mechgrok.report import FIGURE_NAMES, figures
+    from mechgrok.tasks.modular import ModularTask
+
+    assert tuple(figures.FIGURES) == FIGURE_NAMES
+    for p in (3, 31, 113):
+        cfg, task = Config(p=p), ModularTask(p)
+        assert (cfg.d_vocab, cfg.d_vocab_out, cfg.n_ctx) == (task.d_vocab, task.d_vocab_out, task.n_ctx)

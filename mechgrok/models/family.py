@@ -22,7 +22,8 @@ __all__ = ["ModelFamily"]
 class ModelFamily:
     """One kind of model.
 
-    * ``build(cfg)`` returns an initialised ``HookedRootModule`` for the config.
+    * ``build(cfg)`` returns an initialised ``HookedRootModule`` for the config (seeded by
+      ``cfg.seed``; the global RNG is left alone).
     * ``hook_shapes``: every hook point's name and its activation's shape in the axis glossary
       of :mod:`mechgrok.hooks`; ``hook_meanings`` says what each holds.
     * ``sites``: the named ablation sites (``"embeddings"``, ``"neurons"``, ``"logits"`` ...).

@@ -32,7 +32,7 @@ import plotly.graph_objects as go
 from mechgrok import runs
 from mechgrok.analysis import ablations, circuits, fourier, progress
 from mechgrok.config import Config
-from mechgrok.report import FIGURE_NAMES, plotting
+from mechgrok.report import plotting
 from mechgrok.reproduce import nanda2023
 from mechgrok.tasks.modular import require_fourier
 
@@ -171,7 +171,7 @@ def _is_sparse(fraction: float, n_key: int, n_freq: int) -> bool:
 
 
 def _paper(text: str) -> str:
-    return f"Paper (Nanda et al. 2023, its mainline run): {text}"
+    return f"Paper (Nanda et al. 2023, its p=113 addition mainline run, not this run): {text}"
 
 
 class RunAnalysis:
@@ -652,5 +652,3 @@ def appendix_weight_decay_sweep(run_dir: str | Path, values: Sequence[float], ep
     fig = plotting.sweep(curves, "weight_decay", "Appendix: weight-decay sweep", _wd_label)
     return FigureOutput("appendix_weight_decay_sweep", fig, {"": curves}, caption)
 
-
-assert tuple(FIGURES) == FIGURE_NAMES, "mechgrok.report.FIGURE_NAMES must list FIGURES in order"

@@ -137,6 +137,7 @@ def require_fourier(task: object, analysis: str) -> int:
     if sign is None:
         raise ValueError(
             f"{analysis} is defined for op='add' (directions cos/sin(w(a+b))) and op='sub' (cos/sin(w(a-b))) "
-            f"only, but this run's task is op={task.op!r}; the Fourier algorithm of Nanda et al. does not apply to it"
+            f"only, but this run's task is op={task.op!r}; the Fourier algorithm of Nanda et al. does not apply to it. "
+            "Train with --op add or --op sub for it; the loss curves (fig2_loss_curves) work for every op"
         )
     return sign

@@ -26,8 +26,9 @@ import pandas as pd
 
 from mechgrok import runs, speed
 from mechgrok.config import Config
-from mechgrok.models.fastpath import FastPath, check_supported
-from mechgrok.models.transformer import HookedTransformer, build_model
+from mechgrok import registry
+from mechgrok.models.fastpath import check_supported
+from mechgrok.models.transformer import HookedTransformer
 from mechgrok.tasks.base import Split, make_split
 from mechgrok.tasks.modular import ModularTask
 from mechgrok.training.optim import load_optimizer_tensors, lr_at, make_optimizer, optimizer_tensors
@@ -109,11 +110,14 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
            on_resume: Callable[[int], None] | None) -> TrainResult:
     task = ModularTask(cfg.p, cfg.op)
     tokens, labels = task.tokens(), task.labels()
+    family = registry.family(cfg.family)
+    fast_step = family.load_fast_step()  # a family without an exact fast step is refused here, by name
 
     resume = _existing_run(out_dir, cfg)
     if resume is None:
         split = make_split(task.n_pairs, cfg.frac_train, cfg.seed)
-        model = build_model(cfg, split=split)
+        model = family.build(cfg)
+        runs.attach(model, cfg, split)
         check_supported(model)
         optimizer = make_optimizer(model, cfg)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,8 +147,8 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
         if on_resume is not None:
             on_resume(start)
 
-    train_step = FastPath(tokens[split.train], labels[split.train], loss_dtype=cfg.loss_dtype)
-    test_eval = FastPath(tokens[split.test], labels[split.test], loss_dtype=cfg.loss_dtype)
+    train_step = fast_step(tokens[split.train], labels[split.train], loss_dtype=cfg.loss_dtype)
+    test_eval = fast_step(tokens[split.test], labels[split.test], loss_dtype=cfg.loss_dtype)
     n_train, n_test = len(split.train), len(split.test)
 
     def save(epoch: int, elapsed: float, weights: bool) -> None:
