@@ -120,12 +120,12 @@ def _run_config(args: argparse.Namespace, out: Path) -> Config:
     if not (out / _CONFIG_FILE).exists():  # a new run: no torch import, so a bad flag fails fast
         return Config(**given)
     from mechgrok import runs
-    from mechgrok.training.loop import RESUMABLE_CHANGES
+    from mechgrok.training.loop import RESUMABLE_CHANGES, config_clash
 
     saved = runs.read_config(out)
-    clash = {k: v for k, v in given.items() if k not in RESUMABLE_CHANGES and v != getattr(saved, k)}
+    clash = config_clash(saved, given)
     if clash:
-        detail = ", ".join(f"{_flag(k)} {v} contradicts its {k}={getattr(saved, k)!r}" for k, v in clash.items())
+        detail = ", ".join(f"{_flag(k)} {v} contradicts its {k}={old!r}" for k, (old, v) in clash.items())
         changeable = ", ".join(_flag(k) for k in sorted(RESUMABLE_CHANGES))
         raise ValueError(
             f"{out} holds a run with other settings: {detail}. Drop {'that flag' if len(clash) == 1 else 'those flags'} "

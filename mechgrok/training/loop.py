@@ -222,6 +222,16 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
     )
 
 
+def config_clash(saved: Config, asked: dict) -> dict[str, tuple]:
+    """{field: (saved value, asked value)} of the asked fields that differ from a saved run's and
+    cannot change when the run is continued (every field but ``RESUMABLE_CHANGES``)."""
+    return {
+        f: (getattr(saved, f), value)
+        for f, value in asked.items()
+        if f not in RESUMABLE_CHANGES and getattr(saved, f) != value
+    }
+
+
 def _existing_run(out_dir: Path, cfg: Config) -> runs.CheckpointFile | None:
     """The resume checkpoint of a compatible run in ``out_dir``; None for a fresh folder."""
     if not out_dir.exists() or not any(out_dir.iterdir()):
@@ -231,11 +241,7 @@ def _existing_run(out_dir: Path, cfg: Config) -> runs.CheckpointFile | None:
             f"{out_dir} exists and is not a mechgrok run folder; choose another --out, or empty it yourself"
         )
     saved = runs.read_config(out_dir)
-    differs = {
-        f: (getattr(saved, f), getattr(cfg, f))
-        for f in saved.to_dict()
-        if f not in RESUMABLE_CHANGES and getattr(saved, f) != getattr(cfg, f)
-    }
+    differs = config_clash(saved, cfg.to_dict())
     if differs:
         detail = ", ".join(f"{f}: saved {old!r}, asked {new!r}" for f, (old, new) in differs.items())
         raise ValueError(
