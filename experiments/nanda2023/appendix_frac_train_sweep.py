@@ -7,7 +7,8 @@ settings of RUN and each training fraction in --values, train (or resume) RUN/fr
 for --epochs epochs, then plot test loss and accuracy per fraction. The paper: 30-50% of the
 pairs groks after a delay; 60% or more generalizes at once.
 
-At p=113 each run takes epochs x ~15-20 ms on 2 CPU cores (5 fractions x 5,000 epochs: ~8 min).
+At p=113 each run takes epochs x ~75 ms on one thread of an idle 2-core machine (5 fractions x
+5,000 epochs: ~31 min; --threads 2 on an idle machine: ~45 ms per epoch).
 Writes RUN/figures/appendix_frac_train_sweep.html and .csv (frac_train, epoch, losses, accuracies).
 """
 

@@ -8,7 +8,8 @@ RUN/weight_decay_sweep/weight_decay_<v>/ for --epochs epochs, then plot test los
 per value. Weight decay drives circuit formation and cleanup: with less of it, grokking comes
 later or not at all.
 
-At p=113 each run takes epochs x ~15-20 ms on 2 CPU cores (3 values x 5,000 epochs: ~5 min).
+At p=113 each run takes epochs x ~75 ms on one thread of an idle 2-core machine (3 values x
+5,000 epochs: ~19 min; --threads 2 on an idle machine: ~45 ms per epoch).
 Writes RUN/figures/appendix_weight_decay_sweep.html and .csv (weight_decay, epoch, losses, accuracies).
 """
 
