@@ -100,11 +100,22 @@ def _add_threads_flag(parser: argparse.ArgumentParser) -> None:
     # would import torch while building the parser (tests/test_cli.py pins the two together).
     parser.add_argument("--threads", type=_number("--threads", int, 1, minimum=1), default=None,
                         help="torch threads while computing (default: 1, or $MECHGROK_THREADS; one thread "
-                        "never collapses when another job shares the cores, docs/training.md)")
+                        "stays fast when other jobs share the CPU, docs/training.md)")
 
 
 # mechgrok.runs.CONFIG_FILE, named here because importing mechgrok.runs imports torch
 _CONFIG_FILE = "config.json"
+
+
+def _config(**fields) -> Config:
+    """``Config(**fields)``, its error naming the command-line flag (``--frac-train``) as well."""
+    try:
+        return Config(**fields)
+    except ValueError as err:
+        name = str(err).split("=", 1)[0]
+        if name in fields:
+            raise ValueError(f"{_flag(name)} {fields[name]}: {err}") from None
+        raise
 
 
 def _given_config(args: argparse.Namespace) -> dict:
@@ -118,7 +129,7 @@ def _run_config(args: argparse.Namespace, out: Path) -> Config:
     cannot change when continuing a run is a ``ValueError`` naming the field and the fix."""
     given = _given_config(args)
     if not (out / _CONFIG_FILE).exists():  # a new run: no torch import, so a bad flag fails fast
-        return Config(**given)
+        return _config(**given)
     from mechgrok import runs
     from mechgrok.training.loop import RESUMABLE_CHANGES, config_clash
 
@@ -131,12 +142,12 @@ def _run_config(args: argparse.Namespace, out: Path) -> Config:
             f"{out} holds a run with other settings: {detail}. Drop {'that flag' if len(clash) == 1 else 'those flags'} "
             f"to continue the run with its saved config (only {changeable} may change), or choose another --out"
         )
-    return saved.replace(**given)
+    return _config(**{**saved.to_dict(), **given})
 
 
 def _out_and_config(args: argparse.Namespace, default_out: Callable[[Config], Path]) -> tuple[Path, Config]:
     """(run folder, config) of a command: ``--out`` or the default folder for the given flags."""
-    out = Path(args.out) if args.out else default_out(Config(**_given_config(args)))
+    out = Path(args.out) if args.out else default_out(_config(**_given_config(args)))
     return out, _run_config(args, out)
 
 

@@ -86,7 +86,7 @@ MODES: tuple[str, ...] = ("remove", "keep")
 DEFAULT_FAMILY = "transformer"
 
 
-def _grid_task(model: torch.nn.Module, analysis: str = "running the model on the input grid") -> RunInfo:
+def grid_task(model: torch.nn.Module, analysis: str = "running the model on the input grid") -> RunInfo:
     """The model's run info, if its task lists all p² pairs in grid order (every op but 'div')."""
     info = attached(model)
     if not info.task.is_grid:
@@ -113,7 +113,7 @@ def evaluate(model: torch.nn.Module, fwd_hooks: Sequence[tuple[str, HookFn]] = (
 
     The hooks live only inside ``with model.hooks(...)``, so none remain afterwards, even on error.
     """
-    info = _grid_task(model, "evaluate")
+    info = grid_task(model, "evaluate")
     tokens = info.task.tokens().to(model.W_E.device)
     with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
         logits = model(tokens)[:, -1]

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from mechgrok import hooks, registry
 from mechgrok.analysis import fourier
-from mechgrok.analysis.ablations import _grid_task
+from mechgrok.analysis.ablations import grid_task
 from mechgrok.scoring import cross_entropy, task_logits
 from mechgrok.tasks.modular import ModularTask
 
@@ -91,7 +91,7 @@ def gather_activations(model: torch.nn.Module) -> GridActivations:
     The model must carry its task and split (``build_model(cfg, split=...)`` or ``load_run``);
     the labels are its task's. Any operation whose pairs fill the grid (all but 'div').
     """
-    info = _grid_task(model, "gather_activations")
+    info = grid_task(model, "gather_activations")
     p = info.task.p
     sites = registry.family(info.config.family).sites
     neurons, out = sites["neurons"], sites["logits"]
