@@ -32,7 +32,7 @@ import plotly.graph_objects as go
 from mechgrok import runs
 from mechgrok.analysis import ablations, circuits, fourier, progress
 from mechgrok.config import Config
-from mechgrok.report import plotting
+from mechgrok.report import FIGURE_NAMES, plotting
 from mechgrok.reproduce import nanda2023
 from mechgrok.tasks.modular import require_fourier
 
@@ -534,17 +534,9 @@ def appendix_cos_coefficients(a: RunAnalysis) -> FigureOutput:
     return FigureOutput("appendix_cos_coefficients", fig, {"": table}, " ".join(text))
 
 
-# name -> builder, in report order. The train-fraction sweep trains new runs, so it is opt-in.
-FIGURES: dict[str, Callable[[RunAnalysis], FigureOutput]] = {
-    "fig2_loss_curves": fig2_loss_curves,
-    "fig3_fourier_norms": fig3_fourier_norms,
-    "fig4_activations": fig4_activations,
-    "fig5_neuron_clusters": fig5_neuron_clusters,
-    "fig6_frequency_ablation": fig6_frequency_ablation,
-    "fig7_progress_measures": fig7_progress_measures,
-    "appendix_excluded_per_frequency": appendix_excluded_per_frequency,
-    "appendix_cos_coefficients": appendix_cos_coefficients,
-}
+# name -> builder, in report order (mechgrok.report.FIGURE_NAMES, which the CLI lists without
+# importing torch; each name is the builder's own). The sweeps train new runs, so they are opt-in.
+FIGURES: dict[str, Callable[[RunAnalysis], FigureOutput]] = {name: globals()[name] for name in FIGURE_NAMES}
 
 
 def make_figure(name: str, analysis: RunAnalysis | str | Path) -> FigureOutput:
