@@ -36,7 +36,7 @@ unembed, as in old checkpoints, has its ``=`` logit dropped).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from typing import Any, Literal
 
@@ -46,6 +46,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechgrok import hooks, registry
+from mechgrok.hooks import HookFn
 from mechgrok.analysis import fourier
 from mechgrok.runs import RunInfo, attached
 from mechgrok.tasks.modular import require_fourier
@@ -78,7 +79,6 @@ __all__ = [
     "section_4_4_table",
 ]
 
-HookFn = Callable[[Tensor, Any], Tensor]
 SiteName = Literal["embeddings", "neurons", "logits"]
 Mode = Literal["remove", "keep"]
 SITES: tuple[str, ...] = ("embeddings", "neurons", "logits")
