@@ -56,10 +56,11 @@ def train_or_reuse(cfg: Config, run_dir: Path, *, progress_bar: bool = False, th
     """
     done = runs.checkpoint_epochs(run_dir)
     if done and done[-1] >= cfg.epochs and (run_dir / runs.CONFIG_FILE).exists():
-        saved = runs.read_config(run_dir)
-        differs = [f"{f}: saved {getattr(saved, f)!r}, asked {getattr(cfg, f)!r}"
-                   for f in cfg.to_dict() if f != "epochs" and getattr(saved, f) != getattr(cfg, f)]
-        if differs:
+        from mechgrok.training.loop import config_clash
+
+        clash = config_clash(runs.read_config(run_dir), cfg.to_dict())
+        if clash:
+            differs = [f"{f}: saved {old!r}, asked {new!r}" for f, (old, new) in clash.items()]
             raise ValueError(
                 f"{run_dir} holds a finished run with other settings ({', '.join(differs)}); pass its "
                 "settings (or none, to use them), choose another --out, or delete it yourself"
