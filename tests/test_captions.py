@@ -264,3 +264,14 @@ def test_report_status_follows_the_rule():
     assert "reproduced" not in page
     page = report.render_report({"final": {"epoch": 3000, "test_acc": 0.999, "train_acc": 1.0}}, [])
     assert "This run has grokked (test accuracy 0.999 at epoch 3,000)" in page
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fig2_names_the_runs_own_loss_precision(tmp_path, dtype):
+    from mechgrok.config import Config
+    from mechgrok.training.loop import train
+
+    cfg = Config(p=11, frac_train=0.7, d_model=16, d_mlp=32, epochs=20, loss_dtype=dtype)
+    train(cfg, tmp_path / "run", tune_process=False)
+    caption = figures.make_figure("fig2_loss_curves", tmp_path / "run").caption
+    assert f"Loss is {dtype} cross-entropy" in caption

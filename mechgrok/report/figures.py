@@ -270,7 +270,7 @@ def fig2_loss_curves(a: RunAnalysis) -> FigureOutput:
     n = curves["seed"].nunique()
     caption = " ".join([
         f"Train and test loss and accuracy of {n} seed{'s' if n > 1 else ''}"
-        + (": median line, min-max band." if n > 1 else ".") + " Loss is float64 cross-entropy.",
+        + (": median line, min-max band." if n > 1 else ".") + f" Loss is {a.config.loss_dtype} cross-entropy (the run's loss precision).",
         *sentences,
         _paper(f"trained {nanda2023.EPOCHS:,} epochs to a final loss of {nanda2023.FINAL_LOSS:.3g} on all pairs."),
     ])
