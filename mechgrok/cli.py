@@ -278,6 +278,17 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_figure(out, args: argparse.Namespace) -> int:
+    """Write a built figure into ``--out`` (default RUN/figures) and say what it shows and where."""
+    from mechgrok.report import figures
+
+    paths = figures.write_figure(out, args.run, args.out)
+    print(f"{out.name}: {out.caption}")
+    for path in paths:
+        print(f"  wrote {path}")
+    return 0
+
+
 def cmd_figure(args: argparse.Namespace) -> int:
     from mechgrok import speed
     from mechgrok.report import figures
@@ -285,11 +296,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
     with speed.torch_threads(args.threads):
         analysis = figures.RunAnalysis(args.run, rule=args.rule, threshold=args.threshold)
         out = figures.make_figure(args.name, analysis)
-        paths = figures.write_figure(out, args.run, args.out)
-    print(f"{args.name}: {out.caption}")
-    for path in paths:
-        print(f"  wrote {path}")
-    return 0
+    return _write_figure(out, args)
 
 
 _SWEEP_DEFAULTS = {"frac_train": [0.3, 0.4, 0.5, 0.6, 0.7], "weight_decay": [0.3, 1.0, 3.0]}
@@ -304,11 +311,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     # the sweep's trainers ask for the default thread count and so inherit this block's
     with speed.torch_threads(args.threads):
         out = build(args.run, values, args.epochs, progress_bar=not args.no_progress)
-    paths = figures.write_figure(out, args.run, args.out)
-    print(f"{out.name}: {out.caption}")
-    for path in paths:
-        print(f"  wrote {path}")
-    return 0
+    return _write_figure(out, args)
 
 
 def _add_analysis_flags(parser: argparse.ArgumentParser, out_default: str) -> None:
