@@ -17,16 +17,25 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from mechgrok.config import FIELD_GROUPS, INITS, LOSS_DTYPES, OPERATION_NAMES, Config
+from mechgrok.config import ACT_FNS, DECAYS, FIELD_GROUPS, INITS, LOSS_DTYPES, LOSS_SCALES, OPERATION_NAMES, PAIRS, Config
 
 _HELP = {
+    "task": "the task (mechgrok.registry): modular, parity",
+    "pairs": f"modular: which pairs the split draws from: {', '.join(PAIRS)} (a <= b)",
+    "n_bits": "parity: bits per string",
+    "parity_bits": "parity: the label is the parity of the first this many bits",
+    "n_train": "parity: train strings",
+    "n_test": "parity: test strings",
+    "act_fn": f"activation of the circle family: {', '.join(ACT_FNS)}",
+    "decay": f"weight decay: {', '.join(DECAYS)} (l1 adds weight_decay * sign(w) to the gradient)",
+    "loss_scale": f"training loss: {', '.join(LOSS_SCALES)} (per_output: cross-entropy / outputs, Pearce et al.)",
     "p": "the modulus; the `=` token is p",
     "op": f"the operation: {', '.join(OPERATION_NAMES)}",
     "family": "model family (mechgrok.registry)",
     "loss_dtype": f"precision of the training loss: {', '.join(LOSS_DTYPES)}",
-    "frac_train": "fraction of all pairs used for training",
+    "frac_train": "modular: fraction of the pairs used for training",
     "seed": "seed of the split and of the initialisation",
-    "d_model": "residual stream width",
+    "d_model": "residual stream width (the MLP families: the embedding width)",
     "n_heads": "attention heads (d_head = d_model / n_heads)",
     "d_mlp": "MLP neurons",
     "init": f"initialisation: {', '.join(INITS)}",
@@ -42,12 +51,16 @@ _HELP = {
 
 
 def default_run_dir(cfg: Config) -> Path:
-    return Path("runs") / f"{cfg.op}-p{cfg.p}-frac{cfg.frac_train:g}-seed{cfg.seed}"
+    if cfg.task == "parity":
+        return Path("runs") / f"parity{cfg.parity_bits}of{cfg.n_bits}-n{cfg.n_train}-{cfg.family}-seed{cfg.seed}"
+    family = "" if cfg.family == "transformer" else f"-{cfg.family}"
+    return Path("runs") / f"{cfg.op}-p{cfg.p}-frac{cfg.frac_train:g}{family}-seed{cfg.seed}"
 
 
 # String fields with a fixed set of values get argparse choices (an unknown one is refused
 # with the list); `family` does not, since families can be registered at run time.
-_CHOICES = {"op": OPERATION_NAMES, "init": INITS, "loss_dtype": LOSS_DTYPES}
+_CHOICES = {"op": OPERATION_NAMES, "init": INITS, "loss_dtype": LOSS_DTYPES, "pairs": PAIRS, "act_fn": ACT_FNS,
+            "decay": DECAYS, "loss_scale": LOSS_SCALES}
 
 
 def _flag(name: str) -> str:

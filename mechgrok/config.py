@@ -7,9 +7,13 @@ are properties, so they can never disagree with the fields they come from. Every
 validated on construction; a bad value raises ``ValueError`` naming the field, the value,
 what is allowed and the fix.
 
-Serialised configs carry a schema version (``SCHEMA_VERSION``). Version 2 must name every
-field; version 1 (written before ``family`` and ``loss_dtype`` existed) is read with those
-two set to the only values version 1 had.
+``task`` names the task in :mod:`mechgrok.registry` (modular arithmetic, or sparse parity);
+fields of the other tasks are ignored by it, and each family declares the one task it
+trains on (``registry.FAMILY_TASKS``).
+
+Serialised configs carry a schema version (``SCHEMA_VERSION``). Version 3 must name every
+field; versions 1 and 2 (written before the fields that later versions added) are read with
+those fields set to the only values those versions had.
 
 This module imports no torch, so the command line starts fast.
 """
@@ -21,13 +25,24 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mechgrok.registry import FAMILIES
+from mechgrok.registry import FAMILIES, FAMILY_ACTIVATIONS, FAMILY_TASKS, TASKS
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (1, 2, 3)
 
 INITS = ("paper", "transformer_lens")
 LOSS_DTYPES = ("float64", "float32")
+# Which pairs a modular run draws its split from: every ordered (a, b), or the unordered
+# pairs a <= b (Pearce et al.: their MLP is symmetric in a and b, so (b, a) adds nothing).
+PAIRS = ("ordered", "unordered")
+COMMUTATIVE = frozenset({"add", "mul", "x2xyy2"})
+ACT_FNS = ("relu", "x2")
+# "l2": AdamW's decoupled weight decay; "l1": weight_decay * sign(w) added to the gradient
+# before Adam (Pearce et al.'s sparse-parity model).
+DECAYS = ("l2", "l1")
+# "mean": mean cross-entropy; "per_output": that divided by the number of output logits, the
+# mean over all outputs of one-hot x log-softmax that Pearce et al.'s code minimises.
+LOSS_SCALES = ("mean", "per_output")
 
 # Modular-arithmetic operations (their formulas live in mechgrok.tasks.modular).
 OPERATION_NAMES = ("add", "sub", "mul", "div", "x2xyy2")
@@ -36,6 +51,9 @@ NEEDS_PRIME = frozenset({"div"})
 
 # Fields added by schema version 2, with the value every version-1 run had.
 _V1_DEFAULTS = {"family": "transformer", "loss_dtype": "float64"}
+# Fields added by schema version 3, with the value every version-1 and -2 run had.
+_V2_DEFAULTS = {"task": "modular", "pairs": "ordered", "n_bits": 30, "parity_bits": 3, "n_train": 1200,
+                "n_test": 5000, "act_fn": "relu", "decay": "l2", "loss_scale": "mean"}
 
 
 def _group(name: str, default: Any) -> Any:
@@ -47,16 +65,23 @@ class Config:
     """Everything that defines a training run (defaults: the paper's mainline, docs/training.md)."""
 
     # task
+    task: str = _group("task", "modular")
     p: int = _group("task", 113)
     op: str = _group("task", "add")
     frac_train: float = _group("task", 0.3)
     seed: int = _group("task", 0)
+    pairs: str = _group("task", "ordered")
+    n_bits: int = _group("task", 30)  # sparse parity: bits per string
+    parity_bits: int = _group("task", 3)  # sparse parity: the label is the parity of the first parity_bits
+    n_train: int = _group("task", 1200)  # sparse parity: train strings (frac_train is modular's)
+    n_test: int = _group("task", 5000)  # sparse parity: test strings
     # model
     family: str = _group("model", "transformer")
     d_model: int = _group("model", 128)
     n_heads: int = _group("model", 4)
     d_mlp: int = _group("model", 512)
     init: str = _group("model", "paper")
+    act_fn: str = _group("model", "relu")
     # optimiser
     lr: float = _group("optimiser", 1e-3)
     weight_decay: float = _group("optimiser", 1.0)
@@ -64,6 +89,8 @@ class Config:
     beta2: float = _group("optimiser", 0.98)
     warmup_steps: int = _group("optimiser", 10)
     loss_dtype: str = _group("optimiser", "float64")
+    decay: str = _group("optimiser", "l2")
+    loss_scale: str = _group("optimiser", "mean")
     # schedule
     epochs: int = _group("schedule", 20_000)
     eval_every: int = _group("schedule", 10)
@@ -77,16 +104,43 @@ class Config:
                 "pick an odd p such as 113"
             )
         _check_int(self, "seed", minimum=0)
+        _check_choice(self, "task", tuple(TASKS))
+        _check_choice(self, "pairs", PAIRS)
+        if self.pairs == "unordered" and self.op not in COMMUTATIVE:
+            raise ValueError(
+                f"pairs='unordered' needs a commutative op (one of {sorted(COMMUTATIVE)}), but op={self.op!r}; "
+                "pass pairs='ordered'"
+            )
+        _check_int(self, "n_bits", minimum=1)
+        _check_int(self, "parity_bits", minimum=1)
+        if self.parity_bits > self.n_bits:
+            raise ValueError(f"parity_bits={self.parity_bits} exceeds n_bits={self.n_bits}; pass parity_bits <= n_bits")
+        _check_int(self, "n_train", minimum=1)
+        _check_int(self, "n_test", minimum=1)
         _check_choice(self, "family", tuple(FAMILIES))
+        family_task = FAMILY_TASKS.get(self.family, "modular")
+        if family_task != self.task:
+            fits = sorted(f for f in FAMILIES if FAMILY_TASKS.get(f, "modular") == self.task)
+            raise ValueError(
+                f"family={self.family!r} trains on task {family_task!r}, not task={self.task!r}; "
+                f"for task={self.task!r} pass one of the families {fits}"
+            )
         _check_int(self, "d_model", minimum=1)
         _check_int(self, "n_heads", minimum=1)
         _check_int(self, "d_mlp", minimum=1)
-        if self.d_model % self.n_heads:
+        if self.family == "transformer" and self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
                 "choose n_heads that divides d_model (the paper: d_model=128, n_heads=4)"
             )
         _check_choice(self, "init", INITS)
+        _check_choice(self, "act_fn", ACT_FNS)
+        allowed_acts = FAMILY_ACTIVATIONS.get(self.family, ("relu",))
+        if self.act_fn not in allowed_acts:
+            raise ValueError(
+                f"act_fn={self.act_fn!r} is not one the {self.family} family offers {list(allowed_acts)}; "
+                f"pass act_fn={allowed_acts[0]!r}"
+            )
         _check_number(self, "lr")
         if not self.lr > 0:
             raise ValueError(f"lr={self.lr} must be > 0; the paper uses lr=1e-3")
@@ -100,6 +154,8 @@ class Config:
                 raise ValueError(f"{name}={value} must be in [0, 1); the paper uses betas (0.9, 0.98)")
         _check_int(self, "warmup_steps", minimum=0)
         _check_choice(self, "loss_dtype", LOSS_DTYPES)
+        _check_choice(self, "decay", DECAYS)
+        _check_choice(self, "loss_scale", LOSS_SCALES)
         _check_int(self, "epochs", minimum=0)
         _check_int(self, "eval_every", minimum=1)
         _check_int(self, "checkpoint_every", minimum=1)
@@ -107,16 +163,17 @@ class Config:
     # derived fields
     @property
     def d_vocab(self) -> int:
-        """Input vocabulary: the p residues plus the ``=`` token, whose index is p."""
-        return self.p + 1
+        """Input vocabulary: the p residues plus the ``=`` token, whose index is p (parity: the bits 0, 1)."""
+        return 2 if self.task == "parity" else self.p + 1
 
     @property
     def d_vocab_out(self) -> int:
-        return self.p
+        """Output logits: the p residues (parity: 2, the labels 0 and 1)."""
+        return 2 if self.task == "parity" else self.p
 
     @property
     def n_ctx(self) -> int:
-        return 3
+        return self.n_bits if self.task == "parity" else 3
 
     @property
     def d_head(self) -> int:
@@ -152,6 +209,8 @@ class Config:
             )
         if schema_version == 1:
             data = {**_V1_DEFAULTS, **data}
+        if schema_version in (1, 2):
+            data = {**_V2_DEFAULTS, **data}
         missing = sorted(known - set(data))
         if missing:
             raise ValueError(

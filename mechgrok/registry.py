@@ -13,17 +13,31 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mechgrok.models.family import ModelFamily
 
-__all__ = ["TASKS", "FAMILIES", "task_class", "family", "register_task", "register_family"]
+__all__ = ["TASKS", "FAMILIES", "FAMILY_TASKS", "FAMILY_ACTIVATIONS", "task_class", "family", "register_task", "register_family"]
 
 # task kind -> "module:Class" of a mechgrok.tasks.base.Task subclass
 TASKS: dict[str, str] = {
     "modular": "mechgrok.tasks.modular:ModularTask",
+    "parity": "mechgrok.tasks.parity:ParityTask",
 }
 
 # family name -> "module:attribute" of a mechgrok.models.family.ModelFamily
 FAMILIES: dict[str, str] = {
     "transformer": "mechgrok.models.transformer:FAMILY",
+    # Pearce et al.'s one-hidden-layer MLPs on a+b mod p (mechgrok.models.mlp)
+    "mlp": "mechgrok.models.mlp:TIED",
+    "mlp_unfactored": "mechgrok.models.mlp:UNFACTORED",
+    "mlp_collapsed_in": "mechgrok.models.mlp:COLLAPSED_IN",
+    "mlp_collapsed_out": "mechgrok.models.mlp:COLLAPSED_OUT",
+    "circle": "mechgrok.models.circle:FAMILY",
+    "parity_mlp": "mechgrok.models.parity:FAMILY",
 }
+
+# family name -> the task it trains on (absent: "modular"); read by Config without importing it
+FAMILY_TASKS: dict[str, str] = {"parity_mlp": "parity"}
+
+# family name -> the activation functions it offers (absent: relu only)
+FAMILY_ACTIVATIONS: dict[str, tuple[str, ...]] = {"circle": ("relu", "x2")}
 
 
 def _load(table: dict[str, str], kind: str, name: str) -> Any:
@@ -48,9 +62,13 @@ def register_task(name: str, target: str) -> None:
     _register(TASKS, "task", name, target)
 
 
-def register_family(name: str, target: str) -> None:
-    """Register ``"module:attribute"`` (a ``ModelFamily``) as family ``name``."""
+def register_family(name: str, target: str, *, task: str = "modular") -> None:
+    """Register ``"module:attribute"`` (a ``ModelFamily``) as family ``name``, trained on ``task``."""
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} is not a registered task {sorted(TASKS)}; register the task first")
     _register(FAMILIES, "family", name, target)
+    if task != "modular":
+        FAMILY_TASKS[name] = task
 
 
 def _register(table: dict[str, str], kind: str, name: str, target: str) -> None:

@@ -41,8 +41,8 @@ from safetensors.torch import save as st_save_bytes
 from torch import Tensor
 
 from mechgrok.config import READABLE_SCHEMAS, SCHEMA_VERSION, Config
-from mechgrok.tasks.base import Split
-from mechgrok.tasks.modular import ModularTask
+from mechgrok.tasks.base import Split, Task
+from mechgrok.tasks.data import build_task, n_examples
 
 if TYPE_CHECKING:
     from mechgrok.models.lens import HookedTransformer
@@ -243,15 +243,18 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
 def _check_consistent(ckpt: CheckpointFile) -> None:
     cfg, state = ckpt.config, ckpt.model_state
     W_E = state.get("embed.W_E")
-    if W_E is None or tuple(W_E.shape) != (cfg.d_vocab, cfg.d_model):
+    if cfg.family == "transformer" and (W_E is None or tuple(W_E.shape) != (cfg.d_vocab, cfg.d_model)):
         shape = None if W_E is None else tuple(W_E.shape)
         raise ValueError(
             f"{ckpt.path}: its config says p={cfg.p}, d_model={cfg.d_model}, so W_E should be "
             f"{(cfg.d_vocab, cfg.d_model)}, but it is {shape}; the file is damaged or was edited"
         )
-    n_pairs = ModularTask(cfg.p, cfg.op).n_pairs
-    if len(ckpt.split.train) + len(ckpt.split.test) != n_pairs:
-        raise ValueError(f"{ckpt.path}: its split covers {len(ckpt.split.train) + len(ckpt.split.test)} pairs, but p={cfg.p} has {n_pairs}")
+    n = n_examples(cfg)
+    covered = len(ckpt.split.train) + len(ckpt.split.test)
+    if cfg.task == "modular" and cfg.pairs == "unordered":
+        n = cfg.p * (cfg.p + 1) // 2  # a split of the pairs a <= b only
+    if covered != n:
+        raise ValueError(f"{ckpt.path}: its split covers {covered} examples, but its config's task has {n}")
 
 
 # --------------------------------------------------------------------------- what a model was trained on
@@ -260,7 +263,7 @@ class RunInfo:
     """What a model was trained on: its config, task and split."""
 
     config: Config
-    task: ModularTask
+    task: Task
     split: Split
 
 
@@ -274,7 +277,7 @@ def attach(model: torch.nn.Module, cfg: Config, split: Split) -> RunInfo:
     analyses called with the bare model (``ablate_frequencies(model, ks)``) find its task and
     split. The record lives as long as the model.
     """
-    info = RunInfo(config=cfg, task=ModularTask(cfg.p, cfg.op), split=split)
+    info = RunInfo(config=cfg, task=build_task(cfg), split=split)
     _ATTACHED[model] = info
     return info
 
@@ -319,8 +322,8 @@ class Run:
         attach(self.model, self.config, self.split)
 
     @property
-    def task(self) -> ModularTask:
-        return ModularTask(self.config.p, self.config.op)
+    def task(self) -> Task:
+        return build_task(self.config)
 
     def load_epoch(self, epoch: int) -> HookedTransformer:
         """A new model at a saved epoch of this run (one of ``checkpoint_epochs``).
@@ -380,10 +383,19 @@ def checkpoint_epochs(run_dir: Path) -> list[int]:
     return sorted(epochs)
 
 
-def model_from_state(cfg: Config, state: dict[str, Tensor], split: Split, d_vocab_out: int | None = None) -> HookedTransformer:
-    from mechgrok.models.transformer import build_model  # checkpoints hold the transformer family
+def model_from_state(cfg: Config, state: dict[str, Tensor], split: Split, d_vocab_out: int | None = None) -> torch.nn.Module:
+    """A model of ``cfg``'s family holding the weights ``state``, attached to its task and split."""
+    if cfg.family == "transformer":
+        from mechgrok.models.transformer import build_model
 
-    model = build_model(cfg, d_vocab_out=d_vocab_out, split=split)
+        model = build_model(cfg, d_vocab_out=d_vocab_out, split=split)
+    else:
+        from mechgrok import registry
+
+        if d_vocab_out is not None:
+            raise ValueError(f"d_vocab_out applies to the transformer family only, not {cfg.family!r}")
+        model = registry.family(cfg.family).build(cfg)
+        attach(model, cfg, split)
     expected = set(state_tensors(model))
     if set(state) != expected:
         raise ValueError(

@@ -117,12 +117,14 @@ def test_registries_resolve_and_refuse_unknown_names():
     assert names == set(family.parameter_names)
     assert set(family.hook_shapes) <= set(model.hook_dict)
     assert registry.task_class("modular")(p=7).describe() == "c = add(a, b) mod 7"
-    with pytest.raises(ValueError, match="unknown family 'mlp'"):
-        registry.family("mlp")
+    with pytest.raises(ValueError, match="unknown family 'no_such_family'"):
+        registry.family("no_such_family")
     with pytest.raises(ValueError, match="site='heads' is not one of"):
         family.site("heads")
-    with pytest.raises(ValueError, match="family='mlp' is not one of"):
-        Config(family="mlp")
+    with pytest.raises(ValueError, match="family='no_such_family' is not one of"):
+        Config(family="no_such_family")
+    with pytest.raises(ValueError, match="family='parity_mlp' trains on task 'parity'"):
+        Config(family="parity_mlp")
 
 
 def test_site_applies_at_its_position_only():

@@ -33,6 +33,8 @@ class ModelFamily:
       :class:`mechgrok.models.fastpath.FastPath` that computes the exact loss and gradients
       faster than the generic forward, or None. It is imported on first use
       (:meth:`load_fast_step`).
+    * ``neuron_logit_map(model)``: W_L [neuron, c], the map from neuron activations to logits
+      that the circuits readouts use (None: the family has no single hidden layer).
     """
 
     name: str
@@ -44,6 +46,7 @@ class ModelFamily:
     buffer_names: frozenset[str] = field(default_factory=frozenset)
     fast_step: str | None = None
     description: str = ""
+    neuron_logit_map: Callable[[Any], Any] | None = None
 
     def load_fast_step(self) -> type:
         """The fast-step class, or a ``ValueError`` if this family has none."""

@@ -1,0 +1,77 @@
+"""A run's task and data, from its config: the examples, their labels and the train/test split.
+
+``run_data(cfg)`` is what the trainers, the run folders and the analyses read, so every task
+is turned into tensors in one place:
+
+* modular arithmetic (``task='modular'``): all pairs of the task in grid order, split by
+  :func:`mechgrok.tasks.base.make_split`, or, with ``pairs='unordered'``, a split of the pairs
+  a <= b only (:func:`unordered_split`; the other half of the grid is in neither set);
+* sparse parity (``task='parity'``): ``n_train`` strings from the seed's train stream, then
+  ``n_test`` from its test stream; the split is the first ``n_train`` rows and the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from mechgrok.tasks.base import Split, Task, make_split
+from mechgrok.tasks.modular import ModularTask
+from mechgrok.tasks.parity import ParityTask, test_generator, train_generator
+
+__all__ = ["RunData", "build_task", "run_data", "unordered_split", "n_examples"]
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything a run trains and tests on: ``tokens[split.train]`` is its train set."""
+
+    task: Task
+    tokens: Int[Tensor, "batch pos"]
+    labels: Int[Tensor, "batch"]
+    split: Split
+
+
+def build_task(cfg) -> Task:
+    """The task a config names (``cfg.task``)."""
+    if cfg.task == "parity":
+        return ParityTask(cfg.n_bits, cfg.parity_bits)
+    return ModularTask(cfg.p, cfg.op)
+
+
+def n_examples(cfg) -> int:
+    """How many examples the split of a run of ``cfg`` indexes into."""
+    if cfg.task == "parity":
+        return cfg.n_train + cfg.n_test
+    return ModularTask(cfg.p, cfg.op).n_pairs
+
+
+def unordered_split(p: int, frac_train: float, seed: int) -> Split:
+    """A seeded split of the p(p+1)/2 pairs a <= b, as grid indices a*p + b.
+
+    ``int(frac_train * p(p+1)/2)`` of them are train, the rest test; the pairs a > b are in
+    neither (a model symmetric in a and b gives them the same output as (b, a)).
+    """
+    a, b = torch.triu_indices(p, p)  # a <= b, lexicographic
+    flat = a * p + b
+    pairs = make_split(len(flat), frac_train, seed)
+    return Split(train=flat[pairs.train], test=flat[pairs.test])
+
+
+def run_data(cfg) -> RunData:
+    """The examples, labels and split of a run of ``cfg`` (the same config gives the same tensors)."""
+    task = build_task(cfg)
+    if isinstance(task, ParityTask):
+        train_x, train_y = task.sample(cfg.n_train, train_generator(cfg.seed))
+        test_x, test_y = task.sample(cfg.n_test, test_generator(cfg.seed))
+        n = cfg.n_train + cfg.n_test
+        split = Split(train=torch.arange(cfg.n_train), test=torch.arange(cfg.n_train, n))
+        return RunData(task, torch.cat([train_x, test_x]), torch.cat([train_y, test_y]), split)
+    if cfg.pairs == "unordered":
+        split = unordered_split(cfg.p, cfg.frac_train, cfg.seed)
+    else:
+        split = make_split(task.n_pairs, cfg.frac_train, cfg.seed)
+    return RunData(task, task.tokens(), task.labels(), split)
