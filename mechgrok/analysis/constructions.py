@@ -28,9 +28,9 @@ E[a] W_in[:, i] = cos(aω − iθ) and W_out[i] E[c]^T = cos(cω − 2iθ),
               = cos²((a−b)ω/2) Σ_i [2 cos(cω − 2iθ) + cos((a+b−c)ω) + cos((a+b+c)ω − 4iθ)],
 
 using cos x + cos y = 2 cos((x−y)/2) cos((x+y)/2) and cos²x cos y = ¼[2 cos y + cos(2x−y) + cos(2x+y)].
-A sum Σ_{i<N} cos(γ − m·iθ) is N·Re(e^{iγ}·(1/N)Σ_i e^{−2πi·mi/N}): it is 0 unless N divides m, and
-N cos γ when it does. The first sum (m = 2) vanishes unless N | 2, i.e. for N > 2; the third (m = 4)
-unless N | 4, i.e. for N = 3 and N > 4. Then
+A sum Σ_{n<N} cos(γ − m·nθ) = Re(e^{iγ} Σ_n e^{−2πi·mn/N}) is a geometric sum: 0 unless N divides m,
+and N cos γ when it does (every term is then cos γ). The first sum (m = 2) vanishes unless N | 2,
+i.e. for N > 2; the third (m = 4) unless N | 4, i.e. for N = 3 and N > 4. Then
 
     logits[c] = N cos²((a−b)ω/2) cos((a+b−c)ω)                   (``x2_closed_form``)
 
@@ -42,7 +42,7 @@ factor N, which does not move the argmax.)
 
 Ties. For even M the cells with a − b ≡ M/2 have cos²((a−b)ω/2) = 0: there E[a] + E[b] = 0, so
 every neuron's input is 0 and all M logits are 0, for ReLU and x² alike. ``construction_accuracy``
-counts such cells as ties, neither right nor wrong, and reports the accuracy with and without them.
+counts such cells as ties: wrong in its ``accuracy``, left out of its ``accuracy_excluding_ties``.
 
 Precision. The top-2 logit gaps are small (M = 67: ~1e-5 for x² and for ReLU with N = 5, 2.4e-7
 for ReLU with N = 8), so logits are built in float64 by default and the argmax is always taken
@@ -222,7 +222,8 @@ def relu_accuracy_grid(neurons: Sequence[int], moduli: Sequence[int]) -> pd.Data
 
     The explorable's "wrinkles" chart (Appendix A). One row per (N, M): neurons, modulus, and the
     fields of ``ConstructionAccuracy`` (accuracy, accuracy_excluding_ties, n_ties, n_cells, min_gap).
-    Each cell builds M³ logits in float64.
+    Each cell builds M³ logits in float64. Odd M can tie too, by symmetry: for N = 3 and M = 67,
+    34 cells on a + b ≡ 0 have their top two logits equal to 1e-16.
     """
     rows = []
     for N in neurons:

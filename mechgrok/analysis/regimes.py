@@ -14,8 +14,8 @@ This module owns those rules (``classify_regime``, ``regime_evidence``, the name
 hidden size with each regime's count over seeds (``classify_runs``, ``regime_table``).
 
 Float32 floor. The explorable trained in float32, where the log-softmax of a confidently right
-answer bottoms out near float32's machine epsilon: the minimum train loss of most of its runs sits
-at ≈1.19e-7 (REFERENCE §7). The thresholds assume losses like those. In float64 a fitted train loss
+answer bottoms out near float32's machine epsilon: in the explorable's sweep data the minimum
+train loss of most runs sits at ≈1.19e-7. The thresholds assume losses like those. In float64 a fitted train loss
 keeps falling far below 1.19e-7, which inflates test/train by orders of magnitude, so a float64
 run that would be "generalize" in float32 can come out "grok"; compare float64 runs among
 themselves, or compute the losses in float32 before classifying.

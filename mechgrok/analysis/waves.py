@@ -156,7 +156,7 @@ def group_logits(
             "[neuron, c] with the same number of neurons"
         )
     _check_groups(groups, W_L.shape[0])
-    return {k: neurons[:, idx] @ W_L[idx] for k, idx in ((k, list(v)) for k, v in groups.items())}
+    return {k: neurons[:, list(idx)] @ W_L[list(idx)] for k, idx in groups.items()}
 
 
 @dataclass(frozen=True)
