@@ -78,8 +78,8 @@ class GridActivations:
     labels: Int[Tensor, "batch"]
     split: Any  # mechgrok.tasks.base.Split
     logits: Float[Tensor, "batch c"]  # at the = position, the p task logits
-    neurons: Float[Tensor, "batch neuron"]  # blocks.0.mlp.hook_post at the = position
-    attention: Float[Tensor, "batch head key_pos"]  # the pattern from = to a, b and =
+    neurons: Float[Tensor, "batch neuron"]  # the family's "neurons" site (transformer: hook_post at =)
+    attention: Float[Tensor, "batch head key_pos"] | None  # the pattern from = to a, b and =; None without attention
     W_E: Float[Tensor, "p d_model"]  # token embeddings of the residues (the = row dropped)
     W_L: Float[Tensor, "neuron c"]  # W_out @ W_U
     task: ModularTask  # the run's task: labels and the Fourier sign (require_fourier) come from it
@@ -89,24 +89,31 @@ def gather_activations(model: torch.nn.Module) -> GridActivations:
     """Run ``model`` once on its task's tokens (all p² inputs, grid order) and collect the readouts' inputs.
 
     The model must carry its task and split (``build_model(cfg, split=...)`` or ``load_run``);
-    the labels are its task's. Any operation whose pairs fill the grid (all but 'div').
+    the labels are its task's. Any operation whose pairs fill the grid (all but 'div'), on
+    every family with a single hidden layer (``ModelFamily.neuron_logit_map``): the
+    transformer, and Pearce et al.'s MLPs, whose ``attention`` is None.
     """
     info = grid_task(model, "gather_activations")
     p = info.task.p
-    sites = registry.family(info.config.family).sites
-    neurons, out = sites["neurons"], sites["logits"]
+    family = registry.family(info.config.family)
+    if family.neuron_logit_map is None or "neurons" not in family.sites:
+        raise ValueError(f"gather_activations needs one hidden layer of neurons; the {family.name} family has none")
+    neurons, out = family.sites["neurons"], family.sites["logits"]
     tokens = info.task.tokens().to(model.W_E.device)
+    has_attention = hooks.ATTN_PATTERN in model.hook_dict
+    names = [neurons.hook] + ([hooks.ATTN_PATTERN] if has_attention else [])
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, names_filter=[neurons.hook, hooks.ATTN_PATTERN])
+        logits, cache = model.run_with_cache(tokens, names_filter=names)
     return GridActivations(
         p=p,
         labels=info.task.labels(),
         split=info.split,
         logits=task_logits(out.select(logits), p).detach().cpu(),
         neurons=neurons.select(cache[neurons.hook]).detach().cpu(),
-        attention=cache[hooks.ATTN_PATTERN][:, :, out.pos].detach().cpu(),  # the query that is read out
+        # the query that is read out
+        attention=cache[hooks.ATTN_PATTERN][:, :, out.pos].detach().cpu() if has_attention else None,
         W_E=model.W_E[:p].detach().cpu(),
-        W_L=neuron_logit_map(model.blocks[0].mlp.W_out.detach(), model.W_U.detach(), p).cpu(),
+        W_L=task_logits(family.neuron_logit_map(model).detach(), p).cpu(),
         task=info.task,
     )
 
@@ -494,8 +501,11 @@ def attention_readout(attention: Float[Tensor, "batch head key_pos"]) -> Attenti
     """Per head, the attention from ``=`` to a and b as mean + one-frequency wave, and to ``=`` itself.
 
     ``attention`` is the pattern at the ``=`` query over all p² inputs in grid order
-    (``GridActivations.attention``).
+    (``GridActivations.attention``); a model without attention (the MLP families) has None there.
     """
+    if attention is None:
+        raise ValueError("attention_readout needs an attention pattern, but this model has no attention "
+                         "(an MLP family); it applies to the transformer family")
     p = math.isqrt(attention.shape[0])
     grid = fourier.to_grid(attention.double(), p)  # [a, b, head, key_pos]
     to_a, to_b, to_self = (grid[..., i].permute(2, 0, 1) for i in range(3))

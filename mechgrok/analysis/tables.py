@@ -45,7 +45,8 @@ def ablation_tables(
     wl_fit = circuits.neuron_logit_fit(acts.W_L, key)
     table_1 = circuits.mlp_direction_fits(acts.neurons, wl_fit, sign=sign)
     logit_fit = circuits.logit_cos_fit(acts.logits, acts.labels, key, sign=sign)
-    attention = circuits.attention_readout(acts.attention).table
+    # the MLP families have no attention: their table is empty
+    attention = pd.DataFrame() if acts.attention is None else circuits.attention_readout(acts.attention).table
 
     section = ablations.section_4_4_table(model, key, circuits.clustered_neurons(clusters), wl_fit.directions)
     frequencies = ablations.frequency_ablation_losses(acts.logits, acts.labels, acts.split, key, sign=sign)
@@ -75,10 +76,13 @@ def ablation_tables(
         "neurons explained > threshold (fraction)": 1 - sizes[circuits.OTHER_CLUSTER] / len(clusters),
         "Table 1 FVE (min)": table_1.fve.min(),
         "Table 1 FVE (max)": table_1.fve.max(),
-        "attention = -> a: FVE of one-frequency wave (min over heads)": attention.fve.min(),
-        "attention = -> a: FVE of one-frequency wave (max over heads)": attention.fve.max(),
-        "attention = -> = (max head mean)": attention.mean_to_self.max(),
     }
+    if acts.attention is not None:
+        ours.update({
+            "attention = -> a: FVE of one-frequency wave (min over heads)": attention.fve.min(),
+            "attention = -> a: FVE of one-frequency wave (max over heads)": attention.fve.max(),
+            "attention = -> = (max head mean)": attention.mean_to_self.max(),
+        })
     headline = pd.DataFrame([{"quantity": q, "ours": v} for q, v in ours.items()])
     return {
         "headline": headline,

@@ -126,7 +126,8 @@ def _family(variant: str, name: str, description: str) -> ModelFamily:
     return ModelFamily(
         name=name,
         build=lambda cfg: ModularMLP(cfg, variant),
-        hook_shapes=MLP_HOOK_SHAPES,
+        # a collapsed input side embeds straight into neuron space
+        hook_shapes=MLP_HOOK_SHAPES if factored_in else {**MLP_HOOK_SHAPES, hooks.EMBED: "batch pos neuron"},
         hook_meanings=MLP_HOOK_MEANINGS,
         sites=MLP_SITES,
         parameter_names=names,
