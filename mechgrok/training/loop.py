@@ -99,7 +99,19 @@ def train(
     thread count (the counts change how GEMMs split their sums).
     ``on_eval`` is called with each metrics row, ``on_resume`` with the epoch a resumed run
     starts from, before its first step.
+
+    A family without an exact fast step (``ModelFamily.fast_step is None``: Pearce et al.'s
+    MLPs, the circle, the sparse-parity MLP) is trained by the stacked trainer as a stack of
+    one (:func:`mechgrok.training.stack.train_stack`), into the same kind of run folder.
     """
+    if registry.family(cfg.family).fast_step is None:
+        from mechgrok.training.stack import train_stack  # imported here: stack imports this module
+
+        (result,) = train_stack(
+            [cfg], [out_dir], threads=threads, progress=progress, tune_process=tune_process, on_eval=on_eval,
+            on_resume=None if on_resume is None else (lambda _run_dir, epoch: on_resume(epoch)),
+        )
+        return result
     with speed.torch_threads(threads) as n, speed.tuned_malloc(tune_process), speed.fast_float32_matmul(tune_process):
         result = _train(cfg, Path(out_dir), progress, on_eval, on_resume)
     result.threads = n

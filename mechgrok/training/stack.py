@@ -1,0 +1,589 @@
+"""Many models of one shape trained at once: stacked weights, one batched step for them all.
+
+A sweep trains hundreds of small models that differ only in seed, learning rate, weight decay
+or train-set size. Training them one at a time leaves a CPU core mostly waiting on Python and
+on tiny GEMMs; stacking them (every weight gets a leading ``model`` axis) turns many small
+steps into a few batched ones. ``train_stack(cfgs, out_dirs)`` does that for every family
+without an exact fast step (Pearce et al.'s MLPs, the circle, the sparse-parity MLP), and
+writes each model into its own ordinary run folder, so ``mechgrok.load_run`` reads it like
+any other run.
+
+* **Stacks.** Configs with equal :func:`stack_key` (family, task, shapes, loss settings,
+  schedule) train in one stack. Inside a stack the fields of ``PER_MODEL_FIELDS`` may differ:
+  seed (weights and data), lr, weight_decay, betas, warm-up, decay kind, and the train / test
+  sizes. A size is a mask, not a ragged batch: every model's train rows are padded to the
+  stack's largest train set and the padding is masked out of the mean (test rows likewise).
+* **The step.** ``torch.func``: ``vmap(grad_and_value(loss))`` over the stacked weights and
+  each model's data, with the loss a ``functional_call`` of the family's own model, so every
+  family is trained through its own ``forward`` (no second copy of the maths to drift).
+  The optimiser is AdamW written over the stacked tensors (:class:`StackedAdamW`), with
+  per-model lr and decay, the same update formula as ``torch.optim.AdamW``.
+* **Chunks.** A stack runs in chunks of models; how many models one batched step should hold
+  depends on the width (past a point the activations fall out of cache and batching is slower
+  than one model at a time). :func:`probe_chunk_size` times a few steps at a few chunk sizes
+  on this machine and keeps the fastest, cached in-process; ``chunk_size=`` overrides it.
+  A model's numbers do not depend on the chunk it shares (``tests/test_stack.py``).
+* **Runs.** Epoch e is the state after e steps, as in :mod:`mechgrok.training.loop`; the
+  metrics rows, checkpoints and resume files are that trainer's, with the loss in the scale
+  it is trained in (``loss_scale='per_output'`` logs CE / d_vocab_out). ``elapsed_s`` is the
+  stack's wall time. Ctrl-C or SIGTERM finishes the step, writes every model's resume file
+  and returns ``interrupted=True``; running again resumes bit-identically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from torch.func import functional_call, grad_and_value, vmap
+
+from mechgrok import registry, runs, speed
+from mechgrok.config import Config
+from mechgrok.scoring import loss_dtype as torch_loss_dtype
+from mechgrok.tasks.base import Split
+from mechgrok.tasks.data import run_data
+from mechgrok.training.loop import TrainResult, _existing_run, _stop_on_signals
+from mechgrok.training.optim import lr_at, trainable
+
+__all__ = ["PER_MODEL_FIELDS", "StackResult", "StackedAdamW", "stack_key", "train_stack", "probe_chunk_size",
+           "resolve_device"]
+
+# Fields that may differ between the models of one stack: each model gets its own value
+# (per-model optimiser coefficients, its own data, its own mask).
+PER_MODEL_FIELDS = frozenset({
+    "seed", "lr", "weight_decay", "beta1", "beta2", "warmup_steps", "decay",
+    "frac_train", "n_train", "n_test", "parity_bits",
+})
+ADAM_EPS = 1e-8  # torch.optim.AdamW's default, which make_optimizer keeps
+# Metadata of a stacked run's resume file: the padded row counts and the chunk size its stack
+# trained with. The float32 sums over rows are ordered by the padded length, and a chunk of one
+# model takes torch's mm/gemv path where larger chunks take bmm (which rounds differently), so
+# a resumed model is padded and chunked the same way again to stay bit-identical.
+TRAIN_ROWS_KEY, TEST_ROWS_KEY, CHUNK_KEY = "stack_train_rows", "stack_test_rows", "stack_chunk_size"
+
+
+def stack_key(cfg: Config) -> tuple:
+    """What must be equal for configs to train in one stack: every field but ``PER_MODEL_FIELDS``."""
+    return tuple((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name not in PER_MODEL_FIELDS)
+
+
+@dataclass
+class StackResult(TrainResult):
+    """A :class:`~mechgrok.training.loop.TrainResult` plus how the model was stacked."""
+
+    stack_size: int = 1  # models in the stack it trained in (0: skipped, already finished)
+    chunk_size: int = 1  # models per batched step
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that this torch can train on, or a ``ValueError`` with the fix."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a torch device; pass device='cpu' or device='cuda'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r}: CUDA is not available in this torch ({torch.__version__}, "
+            "torch.cuda.is_available() is False); pass --device cpu (device='cpu')"
+        )
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r} is not supported by the stacked trainer; pass device='cpu' or device='cuda'")
+    return dev
+
+
+# --------------------------------------------------------------------------- the optimiser
+class StackedAdamW:
+    """AdamW over stacked weights ``[model, ...]``, each model with its own lr, betas and decay.
+
+    The update is ``torch.optim.AdamW``'s (bias-corrected, eps 1e-8)::
+
+        decay "l2":  w <- w (1 - lr wd)                       (decoupled weight decay)
+        decay "l1":  g <- g + wd sign(w)                      (no decoupled decay)
+        m <- lerp(m, g, 1 - beta1);  v <- beta2 v + (1 - beta2) g²
+        w <- w - lr / (1 - beta1^t) · m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    Per-model coefficients are computed in float64 and cast to the weights' dtype, as
+    torch casts its Python-float coefficients. ``step`` counts the updates (all models of a
+    stack have taken the same number).
+    """
+
+    def __init__(self, params: dict[str, Tensor], cfgs: Sequence[Config], *, step: int = 0,
+                 exp_avg: dict[str, Tensor] | None = None, exp_avg_sq: dict[str, Tensor] | None = None):
+        self.params, self.cfgs, self.step = params, list(cfgs), step
+        self.exp_avg = exp_avg if exp_avg is not None else {k: torch.zeros_like(v) for k, v in params.items()}
+        self.exp_avg_sq = exp_avg_sq if exp_avg_sq is not None else {k: torch.zeros_like(v) for k, v in params.items()}
+        host = dict(dtype=torch.float64)
+        self._beta1 = torch.tensor([c.beta1 for c in cfgs], **host)
+        self._beta2 = torch.tensor([c.beta2 for c in cfgs], **host)
+        self._wd_l2 = torch.tensor([c.weight_decay if c.decay == "l2" else 0.0 for c in cfgs], **host)
+        wd_l1 = [c.weight_decay if c.decay == "l1" else 0.0 for c in cfgs]
+        some = next(iter(params.values()))
+        self._wd_l1 = torch.tensor(wd_l1, **host).to(device=some.device, dtype=some.dtype) if any(wd_l1) else None
+        self._one_minus_beta1 = (1 - self._beta1).to(device=some.device, dtype=some.dtype)
+        self._one_minus_beta2 = (1 - self._beta2).to(device=some.device, dtype=some.dtype)
+        self._beta2_w = self._beta2.to(device=some.device, dtype=some.dtype)
+
+    def update(self, grads: dict[str, Tensor], epoch: int) -> None:
+        """One AdamW step with the learning rate of step ``epoch`` (:func:`mechgrok.training.optim.lr_at`)."""
+        self.step += 1
+        t = self.step
+        lr = torch.tensor([lr_at(c, epoch) for c in self.cfgs], dtype=torch.float64)
+        bias1 = 1 - self._beta1**t
+        bias2_sqrt = (1 - self._beta2**t).sqrt()
+        some = next(iter(self.params.values()))
+        to = dict(device=some.device, dtype=some.dtype)
+        keep = (1 - lr * self._wd_l2).to(**to)
+        neg_step_size = (-lr / bias1).to(**to)
+        bias2_sqrt = bias2_sqrt.to(**to)
+        for name, w in self.params.items():
+            view = (-1,) + (1,) * (w.ndim - 1)  # [model, 1, ...]: broadcasts a per-model coefficient
+            g = grads[name]
+            if self._wd_l1 is not None:
+                g = g + self._wd_l1.view(view) * torch.sign(w)
+            w.mul_(keep.view(view))
+            m, v = self.exp_avg[name], self.exp_avg_sq[name]
+            m.lerp_(g, self._one_minus_beta1.view(view))
+            v.mul_(self._beta2_w.view(view)).addcmul_(g * self._one_minus_beta2.view(view), g)
+            denom = (v.sqrt() / bias2_sqrt.view(view)).add_(ADAM_EPS)
+            w.addcdiv_(m * neg_step_size.view(view), denom)
+
+    def model_state(self, i: int) -> dict[str, Tensor]:
+        """Model ``i``'s state keyed like :func:`mechgrok.training.optim.optimizer_tensors`
+        (``<param>.exp_avg``, ``.exp_avg_sq``, ``.step``); empty before the first step, as torch's."""
+        if self.step == 0:
+            return {}
+        out = {}
+        for name in self.params:
+            out[f"{name}.exp_avg"] = self.exp_avg[name][i].detach().cpu().clone()
+            out[f"{name}.exp_avg_sq"] = self.exp_avg_sq[name][i].detach().cpu().clone()
+            out[f"{name}.step"] = torch.tensor(float(self.step), dtype=torch.float32)  # torch keeps step as float32
+        return out
+
+
+# --------------------------------------------------------------------------- one model of a stack
+@dataclass
+class _Member:
+    index: int  # position in train_stack's cfgs
+    cfg: Config
+    out_dir: Path
+    model: torch.nn.Module  # on the CPU; its slice of the stack is copied in to write a checkpoint
+    split: Split
+    start: int
+    rows: list[dict]
+    elapsed0: float
+    resumed_from: int | None
+    optim: dict[str, Tensor] = field(default_factory=dict)
+    rows_padded: tuple[int, int] | None = None  # (train, test) rows its stack padded to, if resumed
+    chunk_size: int | None = None  # models per batched step of its stack, if resumed
+
+
+def _prepare(index: int, cfg: Config, out_dir: Path, on_resume) -> _Member | StackResult:
+    """A member to train, or the result of a folder already trained to ``cfg.epochs`` (left untouched)."""
+    resume = _existing_run(out_dir, cfg)
+    family = registry.family(cfg.family)
+    if resume is None:
+        split = run_data(cfg).split
+        model = family.build(cfg)
+        runs.attach(model, cfg, split)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        runs.write_config(out_dir, cfg)
+        runs.write_split(out_dir, split)
+        return _Member(index, cfg, out_dir, model, split, 0, [], 0.0, None)
+    ckpt = resume
+    if ckpt.epoch > cfg.epochs:
+        raise ValueError(
+            f"{out_dir} is already trained to epoch {ckpt.epoch}, past epochs={cfg.epochs}; pass "
+            f"epochs >= {ckpt.epoch} to go on, or read an earlier epoch with load_run({str(out_dir)!r}, epoch=...)"
+        )
+    split = ckpt.split
+    model = runs.model_from_state(cfg, ckpt.model_state, split)
+    start = ckpt.epoch
+    metrics = runs.read_metrics(out_dir)
+    if start == cfg.epochs and metrics is not None and bool((metrics["epoch"] == start).any()):
+        # finished already: hand back what is on disk, rewrite nothing
+        return StackResult(model, cfg, split, metrics, start, False, start, float(metrics.elapsed_s.iloc[-1]), out_dir,
+                           threads=torch.get_num_threads(), stack_size=0, chunk_size=0)
+    rows = [] if metrics is None else metrics[metrics["epoch"] < start].to_dict("records")
+    if cfg != runs.read_config(out_dir):  # only RESUMABLE_CHANGES can differ here
+        runs.write_config(out_dir, cfg)
+    padded = chunk = None
+    if TRAIN_ROWS_KEY in ckpt.metadata:
+        padded = (int(ckpt.metadata[TRAIN_ROWS_KEY]), int(ckpt.metadata[TEST_ROWS_KEY]))
+        chunk = int(ckpt.metadata[CHUNK_KEY])
+    if on_resume is not None:
+        on_resume(out_dir, start)
+    return _Member(index, cfg, out_dir, model, split, start, rows, float(ckpt.metadata.get("elapsed_s", "0")), start,
+                   dict(ckpt.optimizer_state), padded, chunk)
+
+
+# --------------------------------------------------------------------------- stacked data and loss
+@dataclass
+class _Rows:
+    """One set of rows (train or test) of every model of a chunk, padded to one length and masked."""
+
+    tokens: Int[Tensor, "model batch pos"]
+    labels: Int[Tensor, "model batch"]
+    mask: Float[Tensor, "model batch"]  # 1 for a real row, 0 for padding; in the loss dtype
+    count: Float[Tensor, "model"]  # real rows per model
+    n: list[int]  # the same, as ints, for accuracies
+
+
+def _pad_rows(sets: list[tuple[Tensor, Tensor]], length: int, dtype: torch.dtype, device: torch.device) -> _Rows:
+    tokens, labels, masks = [], [], []
+    for x, y in sets:
+        pad = length - len(x)
+        if pad < 0:
+            raise ValueError(f"a model has {len(x)} rows but its stack pads to {length}; this is a bug in the stacked trainer")
+        # padding repeats the model's first row: real tokens, so every logit stays finite, and masked out
+        tokens.append(torch.cat([x, x[:1].expand(pad, *x.shape[1:])]))
+        labels.append(torch.cat([y, y[:1].expand(pad)]))
+        masks.append(torch.cat([torch.ones(len(x), dtype=dtype), torch.zeros(pad, dtype=dtype)]))
+    n = [len(x) for x, _ in sets]
+    return _Rows(torch.stack(tokens).to(device), torch.stack(labels).to(device), torch.stack(masks).to(device),
+                 torch.tensor(n, dtype=dtype, device=device), n)
+
+
+def _loss_fn(base: torch.nn.Module, dtype: torch.dtype, scale: int) -> Callable:
+    """One model's loss on its rows, to be vmapped: (loss, correct) from (weights, buffers, rows)."""
+
+    def loss(params, buffers, tokens, labels, mask, count):
+        logits = functional_call(base, (params, buffers), (tokens,))[:, -1]  # [batch, d_vocab_out]
+        logp = torch.log_softmax(logits.to(dtype), dim=-1)  # mechgrok.scoring.cross_entropy: cast first
+        ce = -logp.gather(-1, labels[:, None])[:, 0]
+        value = (ce * mask).sum() / count
+        if scale != 1:
+            value = value / scale
+        correct = ((logits.argmax(-1) == labels).to(dtype) * mask).sum()
+        return value, correct
+
+    return loss
+
+
+class _Chunk:
+    """Models trained by one batched step: their stacked weights, optimiser state and rows."""
+
+    def __init__(self, members: list[_Member], rows_padded: tuple[int, int], device: torch.device):
+        self.members = members
+        cfg = members[0].cfg
+        dtype = torch_loss_dtype(cfg.loss_dtype)
+        names = [name for name, _ in trainable(members[0].model)]
+        self.params: dict[str, Tensor] = {
+            name: torch.stack([m.model.get_parameter(name).detach() for m in members]).to(device).contiguous()
+            for name in names
+        }
+        # buffers and frozen weights (the circle's embedding) ride along, never updated
+        frozen = {n: t for n, t in members[0].model.named_buffers()}
+        frozen.update({n: p for n, p in members[0].model.named_parameters() if not p.requires_grad})
+        self.buffers: dict[str, Tensor] = {
+            name: torch.stack([_tensor(m.model, name).detach() for m in members]).to(device) for name in frozen
+        }
+        start = members[0].start
+        exp_avg = exp_avg_sq = None
+        if start > 0 and all(m.optim for m in members):
+            exp_avg = {n: torch.stack([m.optim[f"{n}.exp_avg"] for m in members]).to(device) for n in names}
+            exp_avg_sq = {n: torch.stack([m.optim[f"{n}.exp_avg_sq"] for m in members]).to(device) for n in names}
+            steps = {int(m.optim[f"{n}.step"]) for m in members for n in names}
+            if steps != {start}:
+                raise ValueError(f"resume files of epoch {start} hold optimizer steps {sorted(steps)}; they are damaged")
+        self.optimizer = StackedAdamW(self.params, [m.cfg for m in members], step=start, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
+        data = [run_data(m.cfg) for m in members]
+        self.train = _pad_rows([(d.tokens[m.split.train], d.labels[m.split.train]) for d, m in zip(data, members)],
+                               rows_padded[0], dtype, device)
+        self.test = _pad_rows([(d.tokens[m.split.test], d.labels[m.split.test]) for d, m in zip(data, members)],
+                              rows_padded[1], dtype, device)
+        scale = cfg.d_vocab_out if cfg.loss_scale == "per_output" else 1
+        loss = _loss_fn(members[0].model, dtype, scale)
+        self._grad = vmap(grad_and_value(loss, has_aux=True))
+        self._loss = vmap(loss)
+
+    def loss_and_grad(self) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        r = self.train
+        grads, (loss, correct) = self._grad(self.params, self.buffers, r.tokens, r.labels, r.mask, r.count)
+        return grads, loss, correct
+
+    @torch.no_grad()
+    def loss(self, rows: _Rows) -> tuple[Tensor, Tensor]:
+        return self._loss(self.params, self.buffers, rows.tokens, rows.labels, rows.mask, rows.count)
+
+    def write_back(self) -> None:
+        """Copy each model's slice of the stack into its own (CPU) model, for a checkpoint."""
+        with torch.no_grad():
+            for i, m in enumerate(self.members):
+                for name, stacked in self.params.items():
+                    m.model.get_parameter(name).copy_(stacked[i])
+
+
+def _tensor(model: torch.nn.Module, name: str) -> Tensor:
+    try:
+        return model.get_buffer(name)
+    except AttributeError:
+        return model.get_parameter(name)
+
+
+# --------------------------------------------------------------------------- chunk size
+_CHUNK_CACHE: dict[tuple, int] = {}
+
+
+def _candidates(n: int) -> list[int]:
+    sizes, c = [], 1
+    while c < n:
+        sizes.append(c)
+        c *= 2
+    return sizes + [n]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def probe_chunk_size(cfgs: Sequence[Config], *, device: str | torch.device = "cpu", steps: int = 3,
+                     rows_padded: tuple[int, int] | None = None) -> int:
+    """The number of models per batched step that trains ``cfgs`` (one stack) fastest here.
+
+    Times ``steps`` steps (after one untimed) at chunk sizes 1, 2, 4, ... up to len(cfgs) on
+    fresh models of the first configs, keeps the size with the least time per model-step
+    (the fastest of its steps, so a moment's interference from another job does not count),
+    and stops growing once a size is 1.5x slower than the best, since the activations have
+    then fallen out of cache. The answer is cached in-process per shape, padding, device,
+    thread count and stack size. Nothing of the probe touches a run.
+    """
+    dev = resolve_device(device)
+    cfgs = list(cfgs)
+    if len({stack_key(c) for c in cfgs}) > 1:
+        raise ValueError("probe_chunk_size takes the configs of one stack (equal stack_key); group them first")
+    if rows_padded is None:
+        rows_padded = _rows_needed(cfgs)
+    key = (stack_key(cfgs[0]), rows_padded, str(dev), torch.get_num_threads(), len(cfgs))
+    if len(cfgs) == 1:
+        return 1
+    if key in _CHUNK_CACHE:
+        return _CHUNK_CACHE[key]
+    family = registry.family(cfgs[0].family)
+    best, best_time = 1, math.inf
+    for size in _candidates(len(cfgs)):
+        members = []
+        for i, cfg in enumerate(cfgs[:size]):
+            model = family.build(cfg)
+            members.append(_Member(i, cfg, Path("."), model, run_data(cfg).split, 0, [], 0.0, None))
+        chunk = _Chunk(members, rows_padded, dev)
+        times = []
+        for step in range(steps + 1):
+            _sync(dev)
+            t0 = time.perf_counter()
+            grads, _, _ = chunk.loss_and_grad()
+            chunk.optimizer.update(grads, step)
+            _sync(dev)
+            times.append(time.perf_counter() - t0)
+        per_model = min(times[1:]) / size
+        if per_model < best_time:
+            best, best_time = size, per_model
+        elif per_model > 1.5 * best_time:
+            break
+    _CHUNK_CACHE[key] = best
+    return best
+
+
+def _rows_needed(cfgs: Sequence[Config]) -> tuple[int, int]:
+    splits = [run_data(c).split for c in cfgs]
+    return max(len(s.train) for s in splits), max(len(s.test) for s in splits)
+
+
+# --------------------------------------------------------------------------- the trainer
+@contextmanager
+def _matmul_precision(device: torch.device, tune: bool) -> Iterator[None]:
+    """CPU: mechgrok.speed's oneDNN GEMMs (kept only where they keep float32 accuracy). CUDA:
+    TF32 off, so a float32 run is float32 on every device."""
+    if device.type != "cuda":
+        with speed.fast_float32_matmul(tune):
+            yield
+        return
+    previous = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous[:2]
+        torch.set_float32_matmul_precision(previous[2])
+
+
+def train_stack(
+    cfgs: Sequence[Config],
+    out_dirs: Sequence[str | Path],
+    *,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    progress: bool = False,
+    chunk_size: int | None = None,
+    on_eval: Callable[[dict], None] | None = None,
+    on_resume: Callable[[Path, int], None] | None = None,
+    tune_process: bool = True,
+) -> list[StackResult]:
+    """Train ``cfgs[i]`` into the run folder ``out_dirs[i]``, many models per batched step.
+
+    Configs are grouped into stacks by :func:`stack_key` and by the epoch their folder resumes
+    from; a folder already trained to its ``cfg.epochs`` is skipped (nothing is rewritten) and
+    a folder with a resume file resumes from it. ``device`` is ``"cpu"`` or ``"cuda"``;
+    ``threads`` and ``tune_process`` are :func:`mechgrok.train`'s. ``chunk_size`` fixes the
+    models per batched step (default: :func:`probe_chunk_size`). ``on_eval`` gets every metrics
+    row, with ``run_dir`` added; ``on_resume(run_dir, epoch)`` is called for each resumed folder.
+    ``progress`` shows a tqdm bar per stack. Returns one :class:`StackResult` per config, in
+    order; on SIGINT/SIGTERM every model's resume file is written and each result that did not
+    finish has ``interrupted=True``.
+    """
+    cfgs, out_dirs = list(cfgs), [Path(d) for d in out_dirs]
+    if len(cfgs) != len(out_dirs):
+        raise ValueError(f"got {len(cfgs)} configs but {len(out_dirs)} out_dirs; pass one run folder per config")
+    seen: dict[Path, int] = {}
+    for i, d in enumerate(out_dirs):
+        where = d.resolve()
+        if where in seen:
+            raise ValueError(f"out_dirs[{seen[where]}] and out_dirs[{i}] are the same folder {d}; pass one folder per config")
+        seen[where] = i
+    for cfg in cfgs:
+        if not isinstance(cfg, Config):
+            raise ValueError(f"cfgs must be mechgrok Configs, not {type(cfg).__name__}")
+        if registry.family(cfg.family).fast_step is not None:
+            raise ValueError(
+                f"family={cfg.family!r} has an exact fast step; train it with mechgrok.train(cfg, out_dir), "
+                "not the stacked trainer"
+            )
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1, or None to probe the fastest")
+    dev = resolve_device(device)
+    with speed.torch_threads(threads) as n_threads, speed.tuned_malloc(tune_process and dev.type == "cpu"), \
+            _matmul_precision(dev, tune_process):
+        results: list[StackResult | None] = [None] * len(cfgs)
+        groups: dict[tuple, list[_Member]] = {}
+        for i, (cfg, out_dir) in enumerate(zip(cfgs, out_dirs)):
+            prepared = _prepare(i, cfg, out_dir, on_resume)
+            if isinstance(prepared, StackResult):
+                results[i] = prepared
+            else:
+                groups.setdefault((stack_key(cfg), prepared.start, prepared.rows_padded, prepared.chunk_size), []).append(prepared)
+        with _stop_on_signals() as stop:
+            for members in groups.values():
+                for m, result in zip(members, _train_group(members, dev, chunk_size, progress, on_eval, stop)):
+                    result.threads = n_threads
+                    results[m.index] = result
+    return results  # type: ignore[return-value]
+
+
+def _train_group(members: list[_Member], device: torch.device, chunk_size: int | None, progress: bool,
+                 on_eval: Callable[[dict], None] | None, stop) -> list[StackResult]:
+    """Train one stack (equal stack_key and start epoch) to its epochs, chunk after chunk within each step."""
+    cfg = members[0].cfg
+    start = members[0].start
+    if stop.requested:  # an earlier stack was interrupted: leave this one as it is on disk
+        return [_result(m, start, True, m.elapsed0, 0, 0) for m in members]
+    rows_padded = members[0].rows_padded or (max(len(m.split.train) for m in members), max(len(m.split.test) for m in members))
+    size = chunk_size or members[0].chunk_size
+    if size is None:
+        size = probe_chunk_size([m.cfg for m in members], device=device, rows_padded=rows_padded)
+    size = min(size, len(members))
+    chunks = [_Chunk(group, rows_padded, device) for group in _split_chunks(members, size)]
+
+    def save(epoch: int, elapsed: float, weights: bool) -> None:
+        extra = {"elapsed_s": "", TRAIN_ROWS_KEY: str(rows_padded[0]), TEST_ROWS_KEY: str(rows_padded[1]),
+                 CHUNK_KEY: str(size)}
+        for chunk in chunks:
+            chunk.write_back()
+            for i, m in enumerate(chunk.members):
+                extra["elapsed_s"] = repr(m.elapsed0 + elapsed)
+                if weights:
+                    runs.save_checkpoint(runs.checkpoint_path(m.out_dir, epoch), m.model, m.cfg, m.split, epoch)
+                runs.write_metrics(m.out_dir, m.rows)
+                runs.save_checkpoint(m.out_dir / runs.RESUME_FILE, m.model, m.cfg, m.split, epoch,
+                                     optimizer_state=chunk.optimizer.model_state(i), extra=dict(extra))
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.epochs, initial=start, unit="epoch", dynamic_ncols=True, mininterval=0.5,
+                   desc=f"{cfg.family} ×{len(members)}")
+    t0 = time.perf_counter()
+    epoch, interrupted = start, False
+    while True:
+        is_last = epoch >= cfg.epochs
+        log_row = epoch % cfg.eval_every == 0 or is_last
+        save_now = epoch % cfg.checkpoint_every == 0 or is_last
+        pending = []
+        for chunk in chunks:
+            if is_last:
+                loss, correct = chunk.loss(chunk.train)
+            else:
+                grads, loss, correct = chunk.loss_and_grad()
+                if save_now:  # the checkpoint holds the weights before this step: update after saving
+                    pending.append((chunk, grads))
+                else:
+                    chunk.optimizer.update(grads, epoch)
+            if log_row:
+                test_loss, test_correct = chunk.loss(chunk.test)
+                _log(chunk, epoch, loss, correct, test_loss, test_correct, time.perf_counter() - t0, on_eval)
+        if save_now:
+            save(epoch, time.perf_counter() - t0, weights=True)
+        if is_last:
+            break
+        for chunk, grads in pending:
+            chunk.optimizer.update(grads, epoch)
+        epoch += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(models=len(members), chunk=size, refresh=False)
+        if stop.requested:
+            save(epoch, time.perf_counter() - t0, weights=False)
+            interrupted = True
+            break
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    for chunk in chunks:
+        chunk.write_back()
+    return [_result(m, epoch, interrupted, m.elapsed0 + elapsed, len(members), size) for m in members]
+
+
+def _split_chunks(members: list[_Member], size: int) -> list[list[_Member]]:
+    """Consecutive chunks of ``size`` models; a lone model left at the end joins the chunk before it,
+    so with ``size`` >= 2 every model trains in a batched (bmm) step and rounds alike."""
+    chunks = [members[i:i + size] for i in range(0, len(members), size)]
+    if size > 1 and len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2] += chunks.pop()
+    return chunks
+
+
+def _log(chunk: _Chunk, epoch: int, loss: Tensor, correct: Tensor, test_loss: Tensor, test_correct: Tensor,
+         elapsed: float, on_eval: Callable[[dict], None] | None) -> None:
+    values = [t.detach().cpu().tolist() for t in (loss, correct, test_loss, test_correct)]
+    for i, m in enumerate(chunk.members):
+        row = {
+            "epoch": epoch,
+            "train_loss": float(values[0][i]),
+            "train_acc": int(round(values[1][i])) / chunk.train.n[i],
+            "test_loss": float(values[2][i]),
+            "test_acc": int(round(values[3][i])) / chunk.test.n[i],
+            "elapsed_s": m.elapsed0 + elapsed,
+        }
+        m.rows.append(row)
+        if on_eval is not None:
+            on_eval({**row, "run_dir": m.out_dir})
+
+
+def _result(m: _Member, epoch: int, interrupted: bool, elapsed: float, stack_size: int, chunk_size: int) -> StackResult:
+    return StackResult(
+        model=m.model, config=m.cfg, split=m.split, metrics=pd.DataFrame(m.rows, columns=runs.METRIC_COLUMNS),
+        epoch=epoch, interrupted=interrupted, resumed_from=m.resumed_from, elapsed_s=elapsed, run_dir=m.out_dir,
+        stack_size=stack_size, chunk_size=chunk_size,
+    )
+
