@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from mechgrok.models.family import ModelFamily
 from mechgrok.models.init import lecun_truncated
 from mechgrok.models.lens import HookedRootModule, HookPoint
-from mechgrok.models.mlp import MLP_HOOK_MEANINGS, MLP_HOOK_SHAPES, MLP_SITES, _Part
+from mechgrok.models.mlp import MLP_HOOK_MEANINGS, MLP_HOOK_SHAPES, MLP_SITES, _Part, _pre_activations
 
 __all__ = ["CircleMLP", "FAMILY", "circle_embedding"]
 
@@ -64,8 +64,7 @@ class CircleMLP(HookedRootModule):
         return self.mlp.W_out @ self.embed.W_E.T
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch 1 c"]:
-        rows = self.hook_embed(self.W_E[tokens[:, :2]])  # [batch, 2, 2]
-        pre = self.mlp.hook_pre(rows.sum(dim=1) @ self.mlp.W_in)
+        pre = self.mlp.hook_pre(_pre_activations(self, tokens, self.mlp.W_in))
         post = self.mlp.hook_post(ACTIVATIONS[self.act_fn](pre))
         return self.unembed.hook_out((post @ self.W_L)[:, None])
 
