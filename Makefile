@@ -1,7 +1,7 @@
 # Two commands set everything up on a fresh machine (each creates .venv if missing and installs):
 #   make test        run the test suite
 #   make reproduce   train (or reuse) the mainline, then measures, figures, runs/mainline/report.html
-# Also: make train (training only), make test-slow (long end-to-end checks), make bench, make lint.
+# Also: make reproduce-pair (Pearce et al.'s explorable: runs/pair2023/report.html), make train (training only), make test-slow (long end-to-end checks), make bench, make lint.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Torch threads for training (docs/training.md: 1 never collapses on a shared machine; 2 is ~1.7x faster on an idle one).
 THREADS ?= 1
 
-.PHONY: install test test-slow train reproduce bench lint clean
+.PHONY: install test test-slow train reproduce reproduce-pair bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ train: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/mechgrok reproduce --threads $(THREADS)
+
+# Pearce et al.'s explorable: every experiment as a sweep on all CPUs, runs/pair2023/report.html
+reproduce-pair: $(STAMP)
+	$(BIN)/mechgrok reproduce pair2023
 
 bench: $(STAMP)
 	$(BIN)/python experiments/benchmarks/train_speed.py

@@ -246,7 +246,17 @@ def _reproduce_dir(cfg: Config) -> Path:
     return Path("runs/mainline") if same else default_run_dir(cfg)
 
 
+_WORKS = ("nanda2023", "pair2023")
+_PAIR_FLAGS = {"full": False, "executor": "process", "workers": None, "device": "cpu"}
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.work == "pair2023":
+        return _reproduce_pair(args)
+    given = [f"--{name}" for name, default in _PAIR_FLAGS.items() if getattr(args, name) != default]
+    if given:
+        raise ValueError(f"{', '.join(given)} {_apply(given)} to `mechgrok reproduce pair2023` only; drop "
+                         f"{'it' if len(given) == 1 else 'them'}, or pass pair2023")
     from mechgrok.reproduce import nanda2023
 
     if args.paper:
@@ -278,6 +288,41 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"final (epoch {final['epoch']}): test loss {final['test_loss']:.3g}, restricted loss {final['restricted_loss']:.3g}, "
           f"test accuracy {final['test_acc']:.4f}")
     print(f"wrote {result.report} and {result.summary_path} in {s['timings_s']['total']:.0f} s")
+    return 0
+
+
+def _apply(flags: list[str]) -> str:
+    return "applies" if len(flags) == 1 else "apply"
+
+
+def _reproduce_pair(args: argparse.Namespace) -> int:
+    config_flags = [_flag(name) for name in _given_config(args)]
+    other = [flag for flag, on in (("--paper", args.paper), ("--seeds", args.seeds != 1), ("--parallel", args.parallel != 1))
+             if on]
+    if config_flags or other:
+        flags = config_flags + other
+        raise ValueError(f"{', '.join(flags)} {_apply(flags)} to the Nanda et al. reproduction only; the PAIR "
+                         f"reproduction's settings are the explorable's (docs/pair2023.md). Drop {'it' if len(flags) == 1 else 'them'}")
+    from mechgrok.reproduce.pair_pipeline import DEFAULT_OUT, reproduce_pair
+
+    out = Path(args.out or DEFAULT_OUT)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; pass a folder")
+    try:
+        result = reproduce_pair(out, full=args.full, executor=args.executor, workers=args.workers, device=args.device,
+                                threads=args.threads, progress=not args.no_progress,
+                                on_step=lambda message: print(f"[reproduce pair2023] {message}", flush=True))
+    except KeyboardInterrupt:
+        print("interrupted; every finished run is kept and partial ones resume: run the same command again")
+        return 130
+    s = result.summary
+    grokked = s["main_grokked"]
+    print(f"main MLP: {len(grokked)} of {len(s['main'])} seeds reached test accuracy 0.99 "
+          + ", ".join(f"(seed {seed}: step {m['test_acc_step']:,})" for seed, m in s["main"].items() if m["test_acc_step"]))
+    print(f"circle: {len(s['circle_solved'])} of {len(s['circle'])} seeds reached test accuracy 1.0")
+    counts = ", ".join(f"{k} {v}" for k, v in s["regime_counts"].items())
+    print(f"regimes ({len(s['regime_rows'])} models): {counts}")
+    print(f"wrote {result.report} and {result.summary_path} in {result.seconds['total']:.0f} s")
     return 0
 
 
@@ -364,13 +409,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     from mechgrok.reproduce.nanda2023 import EPOCHS as PAPER_EPOCHS
 
-    p_rep = sub.add_parser("reproduce", help="train a run (or reuse it; default the paper's mainline), compute the "
-                           "progress measures, make every figure and the ablation table, and write report.html + "
-                           "summary.json",
-                           usage="%(prog)s [config flags] [--out RUN] [--paper] [--seeds S] [--parallel J] "
-                           "[--threads N] [--no-progress]",
-                           description="Takes every config flag of `mechgrok train`; on an existing "
-                           "run folder its saved config is used and the given flags override it.")
+    p_rep = sub.add_parser("reproduce", help="reproduce a source work: nanda2023 (default: train the paper's mainline "
+                           "or reuse it, progress measures, every figure, the ablation table) or pair2023 (Pearce et "
+                           "al.'s explorable: every experiment as a sweep); writes report.html + summary.json",
+                           usage="%(prog)s [nanda2023] [config flags] [--out RUN] [--paper] [--seeds S] [--parallel J] "
+                           "[--threads N] [--no-progress]\n       %(prog)s pair2023 [--full] [--out DIR] [--executor E] "
+                           "[--workers W] [--device D] [--threads N] [--no-progress]",
+                           description="nanda2023 takes every config flag of `mechgrok train`; on an existing "
+                           "run folder its saved config is used and the given flags override it. pair2023 runs the "
+                           "explorable's settings (docs/pair2023.md) and reuses every finished run.")
+    p_rep.add_argument("work", nargs="?", choices=_WORKS, default="nanda2023",
+                       help="the source work to reproduce (default: nanda2023)")
     _add_config_flags(p_rep)
     p_rep.add_argument("--out", default=None, help="run folder (default: runs/mainline for the paper's settings, "
                        "else runs/<op>-p<p>-frac<frac>-seed<seed>)")
@@ -381,6 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train this many seeds at once in separate processes, each on --threads threads "
                        "(default: 1; on 2 cores, 2 single-thread processes give ~1.2x the throughput of one)")
     p_rep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    pair = p_rep.add_argument_group("pair2023 only")
+    pair.add_argument("--full", action="store_true", help="train the whole 1,125-model regime sweep (about 3 h on 2 "
+                      "cores; default: the 45-model slice of docs/pair2023.md)")
+    pair.add_argument("--executor", choices=("inline", "process", "ray"), default="process",
+                      help="who trains the sweeps: a local process pool (default), this process, or Ray "
+                      "(pip install 'mechgrok[ray]'; RAY_ADDRESS picks the cluster)")
+    pair.add_argument("--workers", type=_number("--workers", int, 2, minimum=1), default=None,
+                      help="parallel training tasks (default: the CPUs this process may use)")
+    pair.add_argument("--device", default="cpu", help="torch device of the trainers: cpu (default) or cuda")
     _add_threads_flag(p_rep)
     p_rep.set_defaults(func=cmd_reproduce)
 
