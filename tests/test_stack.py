@@ -91,10 +91,29 @@ def test_three_models_in_one_stack_each_equal_the_model_trained_alone(tmp_path):
     assert all(torch.equal(pair[0].model.state_dict()[k], v) for k, v in weights(together[0].model).items())
 
 
-def _chunk(cfgs, rows_padded):
+def _chunk(cfgs, rows_padded, kernel=None):
     family = registry.family(cfgs[0].family)
     members = [stack._Member(i, c, Path("."), family.build(c), run_data(c).split, 0, [], 0.0, None) for i, c in enumerate(cfgs)]
-    return stack._Chunk(members, rows_padded, torch.device("cpu"))
+    return stack._Chunk(members, torch.device("cpu"), kernel=kernel, rows_padded=rows_padded)
+
+
+@pytest.mark.parametrize("loss_dtype, loss_scale", [("float32", "mean"), ("float64", "per_output")])
+def test_the_hand_written_parity_step_equals_the_family_forward_under_autograd(loss_dtype, loss_scale):
+    cfgs = [PARITY.replace(seed=s, n_train=120 - 30 * s, loss_dtype=loss_dtype, loss_scale=loss_scale) for s in range(3)]
+    hand, generic = _chunk(cfgs, (120, 200)), _chunk(cfgs, (120, 200), kernel=stack._Generic)
+    assert isinstance(hand.kernel, stack._Parity)
+    for _ in range(3):  # a few steps, so the weights are not the init's
+        grads_h, loss_h, correct_h = hand.loss_and_grad()
+        grads_g, loss_g, correct_g = generic.loss_and_grad()
+        torch.testing.assert_close(loss_h, loss_g, rtol=1e-6, atol=0)
+        assert torch.equal(correct_h, correct_g)
+        for k in grads_g:
+            torch.testing.assert_close(grads_h[k], grads_g[k], rtol=1e-5, atol=1e-8)
+        hand.optimizer.update(grads_g, hand.optimizer.step)
+        generic.optimizer.update(grads_g, generic.optimizer.step)
+    test_h, test_g = hand.loss(hand.test), generic.loss(generic.test)
+    torch.testing.assert_close(test_h[0], test_g[0], rtol=1e-6, atol=0)
+    assert torch.equal(test_h[1], test_g[1])
 
 
 def test_padding_rows_are_masked_out_of_the_loss_and_the_gradient():
@@ -103,7 +122,7 @@ def test_padding_rows_are_masked_out_of_the_loss_and_the_gradient():
     grads_a, loss_a, correct_a = a.loss_and_grad()
     # other padding contents, same length: bit-identical (a masked row contributes exact zeros)
     b = _chunk(cfgs, (120, 200))
-    b.train.tokens[0, 80:] = 1 - b.train.tokens[0, 80:]
+    b.train.inputs[0, 80:] = 1 - b.train.inputs[0, 80:]
     b.train.labels[0, 80:] = 1 - b.train.labels[0, 80:]
     grads_b, loss_b, correct_b = b.loss_and_grad()
     assert torch.equal(loss_a, loss_b) and torch.equal(correct_a, correct_b)

@@ -33,7 +33,6 @@ any other run.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -64,11 +63,11 @@ PER_MODEL_FIELDS = frozenset({
     "frac_train", "n_train", "n_test", "parity_bits",
 })
 ADAM_EPS = 1e-8  # torch.optim.AdamW's default, which make_optimizer keeps
-# Metadata of a stacked run's resume file: the padded row counts and the chunk size its stack
-# trained with. The float32 sums over rows are ordered by the padded length, and a chunk of one
-# model takes torch's mm/gemv path where larger chunks take bmm (which rounds differently), so
-# a resumed model is padded and chunked the same way again to stay bit-identical.
-TRAIN_ROWS_KEY, TEST_ROWS_KEY, CHUNK_KEY = "stack_train_rows", "stack_test_rows", "stack_chunk_size"
+# Metadata of a stacked run's resume file: the chunk size its stack trained with. A model's
+# float32 sums depend on its chunk (the padded length orders them; a chunk of one model takes
+# torch's mm/gemv path where larger chunks take bmm), so a resumed stack is chunked the same way
+# again, and so padded the same way, to stay bit-identical.
+CHUNK_KEY = "stack_chunk_size"
 
 
 def stack_key(cfg: Config) -> tuple:
@@ -182,7 +181,6 @@ class _Member:
     elapsed0: float
     resumed_from: int | None
     optim: dict[str, Tensor] = field(default_factory=dict)
-    rows_padded: tuple[int, int] | None = None  # (train, test) rows its stack padded to, if resumed
     chunk_size: int | None = None  # models per batched step of its stack, if resumed
 
 
@@ -215,29 +213,28 @@ def _prepare(index: int, cfg: Config, out_dir: Path, on_resume) -> _Member | Sta
     rows = [] if metrics is None else metrics[metrics["epoch"] < start].to_dict("records")
     if cfg != runs.read_config(out_dir):  # only RESUMABLE_CHANGES can differ here
         runs.write_config(out_dir, cfg)
-    padded = chunk = None
-    if TRAIN_ROWS_KEY in ckpt.metadata:
-        padded = (int(ckpt.metadata[TRAIN_ROWS_KEY]), int(ckpt.metadata[TEST_ROWS_KEY]))
-        chunk = int(ckpt.metadata[CHUNK_KEY])
+    chunk = int(ckpt.metadata[CHUNK_KEY]) if CHUNK_KEY in ckpt.metadata else None
     if on_resume is not None:
         on_resume(out_dir, start)
     return _Member(index, cfg, out_dir, model, split, start, rows, float(ckpt.metadata.get("elapsed_s", "0")), start,
-                   dict(ckpt.optimizer_state), padded, chunk)
+                   dict(ckpt.optimizer_state), chunk)
 
 
 # --------------------------------------------------------------------------- stacked data and loss
 @dataclass
 class _Rows:
-    """One set of rows (train or test) of every model of a chunk, padded to one length and masked."""
+    """One set of rows (train or test) of every model of a chunk, padded to the longest and masked."""
 
-    tokens: Int[Tensor, "model batch pos"]
+    inputs: Tensor  # what the step reads: the tokens [model, batch, pos], or a kernel's own form of them
     labels: Int[Tensor, "model batch"]
     mask: Float[Tensor, "model batch"]  # 1 for a real row, 0 for padding; in the loss dtype
     count: Float[Tensor, "model"]  # real rows per model
     n: list[int]  # the same, as ints, for accuracies
+    cache: dict[str, Tensor] = field(default_factory=dict)  # a kernel's per-rows constants
 
 
-def _pad_rows(sets: list[tuple[Tensor, Tensor]], length: int, dtype: torch.dtype, device: torch.device) -> _Rows:
+def _pad_rows(sets: list[tuple[Tensor, Tensor]], length: int, dtype: torch.dtype, device: torch.device,
+              inputs: Callable[[Tensor], Tensor]) -> _Rows:
     tokens, labels, masks = [], [], []
     for x, y in sets:
         pad = length - len(x)
@@ -248,30 +245,134 @@ def _pad_rows(sets: list[tuple[Tensor, Tensor]], length: int, dtype: torch.dtype
         labels.append(torch.cat([y, y[:1].expand(pad)]))
         masks.append(torch.cat([torch.ones(len(x), dtype=dtype), torch.zeros(pad, dtype=dtype)]))
     n = [len(x) for x, _ in sets]
-    return _Rows(torch.stack(tokens).to(device), torch.stack(labels).to(device), torch.stack(masks).to(device),
+    return _Rows(inputs(torch.stack(tokens).to(device)), torch.stack(labels).to(device), torch.stack(masks).to(device),
                  torch.tensor(n, dtype=dtype, device=device), n)
 
 
-def _loss_fn(base: torch.nn.Module, dtype: torch.dtype, scale: int) -> Callable:
-    """One model's loss on its rows, to be vmapped: (loss, correct) from (weights, buffers, rows)."""
+class _Generic:
+    """Any family, through its own forward: ``vmap(grad_and_value(loss))`` of a ``functional_call``."""
 
-    def loss(params, buffers, tokens, labels, mask, count):
-        logits = functional_call(base, (params, buffers), (tokens,))[:, -1]  # [batch, d_vocab_out]
-        logp = torch.log_softmax(logits.to(dtype), dim=-1)  # mechgrok.scoring.cross_entropy: cast first
-        ce = -logp.gather(-1, labels[:, None])[:, 0]
-        value = (ce * mask).sum() / count
-        if scale != 1:
-            value = value / scale
-        correct = ((logits.argmax(-1) == labels).to(dtype) * mask).sum()
-        return value, correct
+    def __init__(self, base: torch.nn.Module, dtype: torch.dtype, scale: int):
+        def loss(params, buffers, tokens, labels, mask, count):
+            logits = functional_call(base, (params, buffers), (tokens,))[:, -1]  # [batch, d_vocab_out]
+            return _masked_loss(logits, labels, mask, count, dtype, scale)
 
-    return loss
+        self._grad = vmap(grad_and_value(loss, has_aux=True))
+        self._loss = vmap(loss)
+
+    def inputs(self, tokens: Int[Tensor, "model batch pos"]) -> Tensor:
+        return tokens
+
+    def loss_and_grad(self, params, buffers, rows: _Rows) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        grads, (loss, correct) = self._grad(params, buffers, rows.inputs, rows.labels, rows.mask, rows.count)
+        return grads, loss, correct
+
+    def loss(self, params, buffers, rows: _Rows) -> tuple[Tensor, Tensor]:
+        return self._loss(params, buffers, rows.inputs, rows.labels, rows.mask, rows.count)
+
+
+def _masked_loss(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"], mask: Float[Tensor, "batch"],
+                 count: Tensor, dtype: torch.dtype, scale: int) -> tuple[Tensor, Tensor]:
+    """One model's (loss, correct) on its rows: mechgrok.scoring.cross_entropy's semantics (the logits
+    cast to ``dtype`` first), the mean over the real rows only, divided by ``scale``."""
+    logp = torch.log_softmax(logits.to(dtype), dim=-1)
+    ce = -logp.gather(-1, labels[..., None])[..., 0]
+    value = (ce * mask).sum(-1) / count
+    if scale != 1:
+        value = value / scale
+    correct = ((logits.argmax(-1) == labels).to(dtype) * mask).sum(-1)
+    return value, correct
+
+
+class _Parity:
+    """The sparse-parity MLP (mechgrok.models.parity) by hand: batched matmuls and a derived backward.
+
+    Forward, per model: ``post = relu([bits, 1] W_in)``, ``z = post W_out``, logits ``[0, z]``.
+    With dz = ∂loss/∂z = (softmax(logits)[1] - label) · mask / count (/ scale), the backward is
+    ``∂W_out = postᵀ dz`` and, since ∂pre = dz W_outᵀ ⊙ [post > 0] has a per-row factor dz,
+    ``∂W_in = ((x ⊙ dz)ᵀ [post > 0]) ⊙ W_outᵀ``: one pass over the [batch, neuron] activations
+    fewer than autograd's. The inputs [bits, 1] are made once, in float32, not every step.
+    ``tests/test_stack.py`` pins it to :class:`_Generic` (the family's own forward and autograd).
+    """
+
+    def __init__(self, base: torch.nn.Module, dtype: torch.dtype, scale: int):
+        self.dtype, self.scale = dtype, scale
+        self.weight_dtype = base.mlp.W_in.dtype
+        self._workspace: dict[tuple, Tensor] = {}
+
+    def _activations(self, x: Tensor, w_in: Tensor) -> Tensor:
+        """x W_in into a buffer kept between steps: a fresh [model, batch, neuron] tensor each step
+        would be mmap'd and page-faulted in again once it is past malloc's mmap threshold."""
+        shape = (x.shape[0], x.shape[1], w_in.shape[2])
+        key = (shape, x.device)
+        if key not in self._workspace:
+            self._workspace[key] = torch.empty(shape, dtype=x.dtype, device=x.device)
+        return torch.bmm(x, w_in, out=self._workspace[key])
+
+    def inputs(self, tokens: Int[Tensor, "model batch pos"]) -> Float[Tensor, "model batch bit"]:
+        ones = torch.ones(*tokens.shape[:2], 1, dtype=self.weight_dtype, device=tokens.device)
+        return torch.cat([tokens.to(self.weight_dtype), ones], dim=-1)
+
+    def _forward(self, params, x):
+        post = self._activations(x, params["mlp.W_in"]).relu_()  # [model, batch, neuron]
+        w_out = params["mlp.W_out"]
+        # matrix-vector products one model at a time: torch's bmm with one output column is ~8x
+        # slower than mv on this CPU, and mv rounds the same whatever the chunk size
+        z = torch.stack([torch.mv(post[i], w_out[i, :, 0]) for i in range(len(post))])[..., None]  # [model, batch, 1]
+        return post, z
+
+    def _loss(self, z, rows: _Rows):
+        """(log p(label 1), loss, correct): torch's log_softmax over the logits [0, z], written out
+        for two classes (torch's own kernel is slow on a class axis of 2): with m = max(0, z),
+        log p = logit - m - log(exp(-m) + exp(z - m)), in the loss dtype."""
+        if "is_one" not in rows.cache:  # the labels as the step needs them, made once
+            rows.cache["is_one"] = rows.labels == 1
+            rows.cache["label"] = rows.labels.to(self.dtype)
+        z = z[..., 0].to(self.dtype)  # [model, batch]
+        m = z.clamp_min(0)
+        log_sum = torch.log(torch.exp(-m) + torch.exp(z - m))
+        logp1 = (z - m) - log_sum
+        ce = -torch.where(rows.cache["is_one"], logp1, (-m) - log_sum)
+        loss = (ce * rows.mask).sum(-1) / rows.count
+        if self.scale != 1:
+            loss = loss / self.scale
+        correct = (((z > 0) == rows.cache["is_one"]).to(self.dtype) * rows.mask).sum(-1)  # argmax [0, z]: ties pick 0
+        return logp1, loss, correct
+
+    def loss_and_grad(self, params, buffers, rows: _Rows) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        x = rows.inputs
+        post, z = self._forward(params, x)
+        logp1, loss, correct = self._loss(z, rows)
+        if "weight" not in rows.cache:  # ∂loss/∂ce per row: mask / count (/ scale)
+            weight = rows.mask / rows.count[:, None]
+            rows.cache["weight"] = weight / self.scale if self.scale != 1 else weight
+        dz = ((logp1.exp() - rows.cache["label"]) * rows.cache["weight"]).to(z.dtype)[..., None]  # [model, batch, 1]
+        grad_out = torch.stack([torch.mv(post[i].T, dz[i, :, 0]) for i in range(len(post))])[..., None]  # [model, neuron, 1]
+        active = post.sign_()  # [post > 0], in place: post is not needed again
+        # x and [post > 0] are 0 or 1, so x dz [post > 0] is exact in either order: scale the
+        # narrower of the two by dz (in place where that is the activations)
+        if active.shape[-1] <= x.shape[-1]:
+            grad_in = torch.bmm(x.transpose(1, 2), active.mul_(dz))
+        else:
+            grad_in = torch.bmm((x * dz).transpose(1, 2), active)
+        grad_in *= params["mlp.W_out"].transpose(1, 2)
+        return {"mlp.W_in": grad_in, "mlp.W_out": grad_out}, loss, correct
+
+    def loss(self, params, buffers, rows: _Rows) -> tuple[Tensor, Tensor]:
+        _, z = self._forward(params, rows.inputs)
+        _, loss, correct = self._loss(z, rows)
+        return loss, correct
+
+
+# family -> a hand-written step, used where it is faster than the generic one (docs/training.md)
+KERNELS: dict[str, type] = {"parity_mlp": _Parity}
 
 
 class _Chunk:
     """Models trained by one batched step: their stacked weights, optimiser state and rows."""
 
-    def __init__(self, members: list[_Member], rows_padded: tuple[int, int], device: torch.device):
+    def __init__(self, members: list[_Member], device: torch.device, kernel: type | None = None,
+                 rows_padded: tuple[int, int] | None = None):
         self.members = members
         cfg = members[0].cfg
         dtype = torch_loss_dtype(cfg.loss_dtype)
@@ -295,24 +396,25 @@ class _Chunk:
             if steps != {start}:
                 raise ValueError(f"resume files of epoch {start} hold optimizer steps {sorted(steps)}; they are damaged")
         self.optimizer = StackedAdamW(self.params, [m.cfg for m in members], step=start, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
-        data = [run_data(m.cfg) for m in members]
-        self.train = _pad_rows([(d.tokens[m.split.train], d.labels[m.split.train]) for d, m in zip(data, members)],
-                               rows_padded[0], dtype, device)
-        self.test = _pad_rows([(d.tokens[m.split.test], d.labels[m.split.test]) for d, m in zip(data, members)],
-                              rows_padded[1], dtype, device)
         scale = cfg.d_vocab_out if cfg.loss_scale == "per_output" else 1
-        loss = _loss_fn(members[0].model, dtype, scale)
-        self._grad = vmap(grad_and_value(loss, has_aux=True))
-        self._loss = vmap(loss)
+        kernel = kernel or KERNELS.get(cfg.family, _Generic)
+        self.kernel = kernel(members[0].model, dtype, scale)
+        data = [run_data(m.cfg) for m in members]
+        # every model's rows padded to the chunk's longest (members of a stack are sorted by size,
+        # so a chunk holds models of like size and little is padded)
+        if rows_padded is None:
+            rows_padded = (max(len(m.split.train) for m in members), max(len(m.split.test) for m in members))
+        self.train = _pad_rows([(d.tokens[m.split.train], d.labels[m.split.train]) for d, m in zip(data, members)],
+                               rows_padded[0], dtype, device, self.kernel.inputs)
+        self.test = _pad_rows([(d.tokens[m.split.test], d.labels[m.split.test]) for d, m in zip(data, members)],
+                              rows_padded[1], dtype, device, self.kernel.inputs)
 
     def loss_and_grad(self) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        r = self.train
-        grads, (loss, correct) = self._grad(self.params, self.buffers, r.tokens, r.labels, r.mask, r.count)
-        return grads, loss, correct
+        return self.kernel.loss_and_grad(self.params, self.buffers, self.train)
 
     @torch.no_grad()
     def loss(self, rows: _Rows) -> tuple[Tensor, Tensor]:
-        return self._loss(self.params, self.buffers, rows.tokens, rows.labels, rows.mask, rows.count)
+        return self.kernel.loss(self.params, self.buffers, rows)
 
     def write_back(self) -> None:
         """Copy each model's slice of the stack into its own (CPU) model, for a checkpoint."""
@@ -346,56 +448,64 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def probe_chunk_size(cfgs: Sequence[Config], *, device: str | torch.device = "cpu", steps: int = 3,
-                     rows_padded: tuple[int, int] | None = None) -> int:
+def probe_chunk_size(cfgs: Sequence[Config], *, device: str | torch.device = "cpu", steps: int = 3) -> int:
     """The number of models per batched step that trains ``cfgs`` (one stack) fastest here.
 
     Times ``steps`` steps (after one untimed) at chunk sizes 1, 2, 4, ... up to len(cfgs) on
-    fresh models of the first configs, keeps the size with the least time per model-step
-    (the fastest of its steps, so a moment's interference from another job does not count),
-    and stops growing once a size is 1.5x slower than the best, since the activations have
-    then fallen out of cache. The answer is cached in-process per shape, padding, device,
-    thread count and stack size. Nothing of the probe touches a run.
+    fresh models of the first configs, stopping once a size is 1.5x slower per model-step than
+    the best (the activations have fallen out of cache; it only gets worse), then times every
+    size tried once more, in reverse order, and keeps the one with the least time per
+    model-step. Each size counts its fastest step, so a moment's interference from another job
+    does not count against it. The answer is cached in-process per shape, padding, device,
+    thread count and stack size. Nothing of the probe touches a run. The configs are taken in
+    the order the trainer chunks them (by train and test size), so a probe chunk is padded as a
+    real one would be.
     """
     dev = resolve_device(device)
     cfgs = list(cfgs)
     if len({stack_key(c) for c in cfgs}) > 1:
         raise ValueError("probe_chunk_size takes the configs of one stack (equal stack_key); group them first")
-    if rows_padded is None:
-        rows_padded = _rows_needed(cfgs)
-    key = (stack_key(cfgs[0]), rows_padded, str(dev), torch.get_num_threads(), len(cfgs))
     if len(cfgs) == 1:
         return 1
+    sizes = [_sizes(c) for c in cfgs]
+    key = (stack_key(cfgs[0]), tuple(sorted(sizes)), str(dev), torch.get_num_threads())
+    cfgs = [c for _, c in sorted(zip(sizes, cfgs), key=lambda pair: pair[0])]
     if key in _CHUNK_CACHE:
         return _CHUNK_CACHE[key]
     family = registry.family(cfgs[0].family)
-    best, best_time = 1, math.inf
+    chunks: dict[int, _Chunk] = {}
+    best: dict[int, float] = {}  # chunk size -> fastest seconds per model-step seen
     for size in _candidates(len(cfgs)):
-        members = []
-        for i, cfg in enumerate(cfgs[:size]):
-            model = family.build(cfg)
-            members.append(_Member(i, cfg, Path("."), model, run_data(cfg).split, 0, [], 0.0, None))
-        chunk = _Chunk(members, rows_padded, dev)
-        times = []
-        for step in range(steps + 1):
-            _sync(dev)
-            t0 = time.perf_counter()
-            grads, _, _ = chunk.loss_and_grad()
-            chunk.optimizer.update(grads, step)
-            _sync(dev)
-            times.append(time.perf_counter() - t0)
-        per_model = min(times[1:]) / size
-        if per_model < best_time:
-            best, best_time = size, per_model
-        elif per_model > 1.5 * best_time:
+        members = [_Member(i, cfg, Path("."), family.build(cfg), run_data(cfg).split, 0, [], 0.0, None)
+                   for i, cfg in enumerate(cfgs[:size])]
+        chunks[size] = _Chunk(members, dev)
+        best[size] = _time_steps(chunks[size], steps, dev) / size
+        if best[size] > 1.5 * min(best.values()):
             break
-    _CHUNK_CACHE[key] = best
-    return best
+    for size in reversed(list(chunks)):  # a second look, so a slow moment on the machine is not decisive
+        best[size] = min(best[size], _time_steps(chunks[size], steps, dev) / size)
+    choice = min(best, key=best.get)
+    _CHUNK_CACHE[key] = choice
+    return choice
 
 
-def _rows_needed(cfgs: Sequence[Config]) -> tuple[int, int]:
-    splits = [run_data(c).split for c in cfgs]
-    return max(len(s.train) for s in splits), max(len(s.test) for s in splits)
+def _time_steps(chunk: _Chunk, steps: int, device: torch.device) -> float:
+    """The fastest of ``steps`` timed training steps of ``chunk`` (after an untimed one), in seconds."""
+    times = []
+    for step in range(steps + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        grads, _, _ = chunk.loss_and_grad()
+        chunk.optimizer.update(grads, chunk.optimizer.step)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return min(times[1:])
+
+
+def _sizes(cfg: Config) -> tuple[int, int]:
+    """(train rows, test rows) of a run of ``cfg``."""
+    split = run_data(cfg).split
+    return len(split.train), len(split.test)
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -471,32 +581,33 @@ def train_stack(
             if isinstance(prepared, StackResult):
                 results[i] = prepared
             else:
-                groups.setdefault((stack_key(cfg), prepared.start, prepared.rows_padded, prepared.chunk_size), []).append(prepared)
+                groups.setdefault((stack_key(cfg), prepared.start, prepared.chunk_size), []).append(prepared)
         with _stop_on_signals() as stop:
             for members in groups.values():
-                for m, result in zip(members, _train_group(members, dev, chunk_size, progress, on_eval, stop)):
+                for m, result in _train_group(members, dev, chunk_size, progress, on_eval, stop):
                     result.threads = n_threads
                     results[m.index] = result
     return results  # type: ignore[return-value]
 
 
 def _train_group(members: list[_Member], device: torch.device, chunk_size: int | None, progress: bool,
-                 on_eval: Callable[[dict], None] | None, stop) -> list[StackResult]:
+                 on_eval: Callable[[dict], None] | None, stop) -> list[tuple[_Member, StackResult]]:
     """Train one stack (equal stack_key and start epoch) to its epochs, chunk after chunk within each step."""
     cfg = members[0].cfg
     start = members[0].start
     if stop.requested:  # an earlier stack was interrupted: leave this one as it is on disk
-        return [_result(m, start, True, m.elapsed0, 0, 0) for m in members]
-    rows_padded = members[0].rows_padded or (max(len(m.split.train) for m in members), max(len(m.split.test) for m in members))
+        return [(m, _result(m, start, True, m.elapsed0, 0, 0)) for m in members]
+    # like sizes share a chunk (less padding); the order is a function of the configs, so a
+    # resumed stack is chunked as it was
+    members = sorted(members, key=lambda m: (len(m.split.train), len(m.split.test), m.index))
     size = chunk_size or members[0].chunk_size
     if size is None:
-        size = probe_chunk_size([m.cfg for m in members], device=device, rows_padded=rows_padded)
+        size = probe_chunk_size([m.cfg for m in members], device=device)
     size = min(size, len(members))
-    chunks = [_Chunk(group, rows_padded, device) for group in _split_chunks(members, size)]
+    chunks = [_Chunk(group, device) for group in _split_chunks(members, size)]
 
     def save(epoch: int, elapsed: float, weights: bool) -> None:
-        extra = {"elapsed_s": "", TRAIN_ROWS_KEY: str(rows_padded[0]), TEST_ROWS_KEY: str(rows_padded[1]),
-                 CHUNK_KEY: str(size)}
+        extra = {"elapsed_s": "", CHUNK_KEY: str(size)}
         for chunk in chunks:
             chunk.write_back()
             for i, m in enumerate(chunk.members):
@@ -551,7 +662,7 @@ def _train_group(members: list[_Member], device: torch.device, chunk_size: int |
     elapsed = time.perf_counter() - t0
     for chunk in chunks:
         chunk.write_back()
-    return [_result(m, epoch, interrupted, m.elapsed0 + elapsed, len(members), size) for m in members]
+    return [(m, _result(m, epoch, interrupted, m.elapsed0 + elapsed, len(members), size)) for m in members]
 
 
 def _split_chunks(members: list[_Member], size: int) -> list[list[_Member]]:
@@ -559,7 +670,8 @@ def _split_chunks(members: list[_Member], size: int) -> list[list[_Member]]:
     so with ``size`` >= 2 every model trains in a batched (bmm) step and rounds alike."""
     chunks = [members[i:i + size] for i in range(0, len(members), size)]
     if size > 1 and len(chunks) > 1 and len(chunks[-1]) == 1:
-        chunks[-2] += chunks.pop()
+        last = chunks.pop()  # pop first: `chunks[-2] += chunks.pop()` indexes the shortened list
+        chunks[-1] += last
     return chunks
 
 
