@@ -1,6 +1,6 @@
 """Reports: one figure builder per figure (:mod:`.figures`), their plotly drawing
-(:mod:`.plotting`) and the self-contained HTML report (:mod:`.html`). Analysis modules never
-import this package."""
+(:mod:`.plotting`) and the self-contained HTML report (:mod:`.html`); the figures of Pearce et
+al.'s explorable and their report (:mod:`.pair2023`). Analysis modules never import this package."""
 
 # The figures of mechgrok.report.figures.FIGURES, by name and in report order (here so that the
 # command line can list them without importing torch).
@@ -13,4 +13,19 @@ FIGURE_NAMES = (
     "fig7_progress_measures",
     "appendix_excluded_per_frequency",
     "appendix_cos_coefficients",
+)
+
+# The figures of Pearce et al.'s explorable (mechgrok.report.pair2023.PAIR_FIGURES), by name and in
+# report order; each name is its builder's.
+PAIR_FIGURE_NAMES = (
+    "loss_curves",
+    "neuron_waves",
+    "parity_weights",
+    "regime_diagram",
+    "circle",
+    "constructions",
+    "stars",
+    "logit_waves",
+    "variants",
+    "no_weight_decay",
 )

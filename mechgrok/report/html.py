@@ -4,6 +4,10 @@
 frequencies, phase boundaries beside the paper's, final losses, the §4.4 ablation table beside
 the paper's numbers, timings) and plotly.js itself, inlined once in the page head, so the file
 opens offline and can be mailed around alone.
+
+:func:`render_page` / :func:`write_page` make the same kind of page for any set of figures (the
+PAIR report of :mod:`mechgrok.report.pair2023` uses them): a title, an intro, a summary table,
+tables and the figures with their captions, in the same style.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from mechgrok.analysis.phases import BOUNDARY_NAMES, PhaseRules
 from mechgrok.report.figures import FigureOutput, Grokking, operation_text
 from mechgrok.reproduce import nanda2023
 
-__all__ = ["REPORT_FILE", "SUMMARY_FILE", "render_report", "write_report", "write_summary", "json_safe"]
+__all__ = ["REPORT_FILE", "SUMMARY_FILE", "render_report", "write_report", "render_page", "write_page", "write_summary",
+           "json_safe"]
 
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.json"
@@ -173,18 +178,83 @@ def render_report(summary: dict[str, Any], figures: Sequence[FigureOutput], tabl
         parts.append(_kv_table([(k.replace("_", " "), f"{v:.1f} s") for k, v in timings.items()]))
 
     parts.append("<h2>Figures</h2>")
-    for f in figures:
-        div = f.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f.name,
-                               config={"displaylogo": False, "responsive": True})
-        parts.append(f'<div class="figure" data-figure="{html.escape(f.name)}">{div}'
-                     f'<p class="caption"><b>{html.escape(f.name)}.</b> {html.escape(f.caption)}</p></div>')
+    parts += [_figure_div(f) for f in figures]
+    return _page(title, parts)
 
+
+def _figure_div(f: FigureOutput) -> str:
+    """One figure: its plotly div (plotly.js is in the page head) and its caption."""
+    div = f.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f.name,
+                           config={"displaylogo": False, "responsive": True})
+    return (f'<div class="figure" data-figure="{html.escape(f.name)}">{div}'
+            f'<p class="caption"><b>{html.escape(f.name)}.</b> {html.escape(f.caption)}</p></div>')
+
+
+def _page(title: str, parts: Sequence[str]) -> str:
+    """The whole page around ``parts``: the CSS and plotly.js, inlined once, so it opens offline."""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
         f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
         f"<body>{''.join(parts)}</body></html>\n"
     )
+
+
+def _summary_value(value: Any) -> Any:
+    """A summary entry as one table cell: lists joined, mappings written "key: value; ...", a
+    DataFrame by its size (its rows are in summary.json)."""
+    if isinstance(value, pd.DataFrame):
+        return f"a table of {len(value):,} row{'s' if len(value) != 1 else ''} (in {SUMMARY_FILE})"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_plain(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(v) for v in value)
+    return value
+
+
+def _plain(value: Any) -> str:
+    """A value inside a summary cell, unescaped (the cell is escaped once, as a whole)."""
+    if isinstance(value, (dict, list, tuple, pd.DataFrame)):
+        return f"({_summary_value(value)})"
+    return value if isinstance(value, str) else html.unescape(_fmt(value))
+
+
+def render_page(title: str, intro_html: str, figures: Sequence[FigureOutput],
+                tables: dict[str, pd.DataFrame] | None = None, summary: dict[str, Any] | None = None) -> str:
+    """A report page of any set of figures: title, intro, a summary table, tables, then the figures.
+
+    ``intro_html`` is inserted as it is (the caller escapes what it quotes); ``summary`` is shown
+    as a quantity / value table (lists joined, mappings as "key: value"); every table and caption
+    is escaped. plotly.js is inlined once, so the file opens offline.
+    """
+    parts = [f"<h1>{html.escape(title)}</h1>", intro_html]
+    nav = "".join(f'<a href="#{html.escape(f.name)}">{html.escape(f.name)}</a>' for f in figures)
+    parts.append(f"<nav>Figures: {nav}</nav>")
+    if summary:
+        parts.append("<h2>Summary</h2>")
+        parts.append(_kv_table([(str(k).replace("_", " "), _summary_value(v)) for k, v in summary.items()]))
+    for name, df in (tables or {}).items():
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        parts.append(_table(df.astype(object)))
+    parts.append("<h2>Figures</h2>")
+    parts += [_figure_div(f) for f in figures]
+    return _page(title, parts)
+
+
+def write_page(out_dir: str | Path, title: str, intro_html: str, figures: Sequence[FigureOutput],
+               tables: dict[str, pd.DataFrame] | None = None, summary: dict[str, Any] | None = None) -> Path:
+    """Write ``OUT/report.html`` (:func:`render_page`) and ``OUT/summary.json`` atomically; return the page's path.
+
+    ``summary.json`` holds ``summary`` (a DataFrame value as a list of row records) with a
+    ``generated`` time stamp and each figure's caption.
+    """
+    out_dir = Path(out_dir)
+    summary = {"generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **(summary or {})}
+    records = {k: v.to_dict("records") if isinstance(v, pd.DataFrame) else v for k, v in summary.items()}
+    write_summary(out_dir, {**records, "captions": {f.name: f.caption for f in figures}})
+    path = out_dir / REPORT_FILE
+    runs.atomic_write_text(path, render_page(title, intro_html, figures, tables, summary))
+    return path
 
 
 def write_report(run_dir: str | Path, summary: dict[str, Any], figures: Sequence[FigureOutput],
