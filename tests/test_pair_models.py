@@ -122,6 +122,11 @@ def test_parity_data_train_sets_are_prefixes_and_the_test_set_is_shared():
     assert torch.equal(large.labels, large.tokens[:, :3].sum(1) % 2)
     other_seed = run_data(config("parity_mlp", seed=1))
     assert not torch.equal(other_seed.tokens, large.tokens)
+    # the train and test streams differ from each other (and the strings are not repeated)
+    wide = run_data(config("parity_mlp", n_bits=30, n_train=200, n_test=200))
+    train, test = wide.tokens[wide.split.train], wide.tokens[wide.split.test]
+    codes = lambda bits: (bits * (2 ** torch.arange(bits.shape[1]))).sum(1)  # noqa: E731
+    assert not set(codes(train).tolist()) & set(codes(test).tolist())  # 2^30 strings: a repeat is a ~4e-5 chance
 
 
 def test_parity_model_is_a_logistic_unit_on_bits_plus_bias():

@@ -7,12 +7,14 @@ uses n_bits=30, parity_bits=3, a fixed train set of 1,200 strings and a test set
 Train and test strings come from two separate seeded streams (:func:`train_generator`,
 :func:`test_generator`), so a run's train set of n strings is the first n strings of the
 stream for its seed: train size is a prefix, and the test set is the same for every train size
-of a seed. The streams are offset from the seed so they never share random numbers with the
-weight initialisation, which also draws from ``seed``.
+of a seed. Each stream's generator is seeded with a 32-bit hash of (stream, seed)
+(:func:`stream_seed`): torch's CPU generator keeps only the low 32 bits of a seed, so offsets
+such as ``seed + 2**40`` would all collapse onto the weight initialisation's own ``seed``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -21,19 +23,22 @@ from torch import Tensor
 
 from mechgrok.tasks.base import SampledTask
 
-__all__ = ["ParityTask", "TRAIN_STREAM", "TEST_STREAM", "train_generator", "test_generator"]
+__all__ = ["ParityTask", "stream_seed", "train_generator", "test_generator"]
 
-# Offsets added to a run's seed for its data streams (kept far from any seed a user passes).
-TRAIN_STREAM = 1 << 40
-TEST_STREAM = 2 << 40
+
+def stream_seed(stream: str, seed: int) -> int:
+    """A 32-bit seed for the data stream ``stream`` of a run seeded ``seed`` (a hash, so the
+    train stream, the test stream and every run's weight initialisation draw different numbers)."""
+    digest = hashlib.blake2b(f"mechgrok:{stream}:{seed}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
 
 
 def train_generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(TRAIN_STREAM + seed)
+    return torch.Generator().manual_seed(stream_seed("parity-train", seed))
 
 
 def test_generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(TEST_STREAM + seed)
+    return torch.Generator().manual_seed(stream_seed("parity-test", seed))
 
 
 @dataclass(frozen=True)
