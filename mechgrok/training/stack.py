@@ -364,8 +364,104 @@ class _Parity:
         return loss, correct
 
 
+class _Modular:
+    """Pearce et al.'s a+b mod p MLPs and the circle (mechgrok.models.mlp, .circle) by hand.
+
+    The input side is a per-token table: ``E[a] W_in + E[b] W_in = T[a] + T[b]`` with
+    T = E W_in [p, neuron] (or W_input itself), so the [batch, d_model] embedding rows are
+    never formed; the output side is W_L = W_out Eᵀ [neuron, c] (or W_output). Backward by
+    hand: ∂logits = (softmax - onehot) · mask / count (/ scale), ∂W_L = postᵀ ∂logits,
+    ∂pre = ∂logits W_Lᵀ ⊙ act'(pre), ∂T = the sum of ∂pre over the rows of each token
+    (``index_add_``, deterministic on the CPU), then through T = E W_in and W_L = W_out Eᵀ
+    to E (both sides, tied), W_in and W_out. The circle's E is a buffer and gets no gradient.
+    ``tests/test_stack.py`` pins every family to :class:`_Generic` (its own forward and autograd).
+    """
+
+    def __init__(self, base: torch.nn.Module, dtype: torch.dtype, scale: int):
+        self.dtype, self.scale = dtype, scale
+        self.p = base.p
+        self.act_fn = getattr(base, "act_fn", "relu")
+
+    def inputs(self, tokens: Int[Tensor, "model batch pos"]) -> Int[Tensor, "model batch 2"]:
+        # the rows of a and b in the chunk's stacked tables [model * p, neuron]: token + model * p
+        offset = torch.arange(tokens.shape[0], device=tokens.device)[:, None, None] * self.p
+        return tokens[..., :2] + offset
+
+    def _tables(self, params, buffers):
+        E = params.get("embed.W_E", buffers.get("embed.W_E"))
+        table = params["mlp.W_input"] if "mlp.W_input" in params else torch.bmm(E, params["mlp.W_in"])  # [model, p, neuron]
+        W_L = params["mlp.W_output"] if "mlp.W_output" in params else torch.bmm(params["mlp.W_out"], E.transpose(1, 2))
+        return E, table, W_L  # W_L: [model, neuron, c]
+
+    def _forward(self, table, W_L, rows: _Rows):
+        n, T = rows.inputs.shape[:2]
+        flat = table.reshape(-1, table.shape[-1])  # [model * p, neuron]
+        pre = (flat.index_select(0, rows.inputs[..., 0].reshape(-1))
+               + flat.index_select(0, rows.inputs[..., 1].reshape(-1))).view(n, T, -1)  # [model, batch, neuron]
+        post = torch.relu(pre) if self.act_fn == "relu" else pre.square()
+        return pre, post, torch.bmm(post, W_L)  # logits [model, batch, c]
+
+    def loss_and_grad(self, params, buffers, rows: _Rows) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        E, table, W_L = self._tables(params, buffers)
+        pre, post, logits = self._forward(table, W_L, rows)
+        logp = torch.log_softmax(logits.to(self.dtype), dim=-1)
+        loss, correct = self._score(logits, logp, rows)
+        if "weight" not in rows.cache:  # ∂loss/∂ce per row: mask / count (/ scale)
+            weight = rows.mask / rows.count[:, None]
+            rows.cache["weight"] = weight / self.scale if self.scale != 1 else weight
+        d_logits = logp.exp()  # softmax - onehot, weighted per row
+        d_logits.scatter_add_(-1, rows.labels[..., None], torch.full_like(d_logits[..., :1], -1.0))
+        d_logits = (d_logits * rows.cache["weight"][..., None]).to(logits.dtype)  # [model, batch, c]
+        grad_W_L = torch.bmm(post.transpose(1, 2), d_logits)  # [model, neuron, c]
+        d_pre = torch.bmm(d_logits, W_L.transpose(1, 2))  # [model, batch, neuron]
+        if self.act_fn == "relu":
+            d_pre.mul_(post.sign_())  # [post > 0], 0 or 1: exact
+        else:
+            d_pre.mul_(pre).mul_(2)
+        n, T, width = d_pre.shape
+        grad_table = torch.zeros(n * self.p, width, dtype=d_pre.dtype, device=d_pre.device)
+        flat = d_pre.reshape(n * T, width)
+        grad_table.index_add_(0, rows.inputs[..., 0].reshape(-1), flat)
+        grad_table.index_add_(0, rows.inputs[..., 1].reshape(-1), flat)
+        grad_table = grad_table.view(n, self.p, width)  # [model, p, neuron]
+        grads: dict[str, Tensor] = {}
+        grad_E = None
+        if "mlp.W_input" in params:
+            grads["mlp.W_input"] = grad_table
+        else:
+            grads["mlp.W_in"] = torch.bmm(E.transpose(1, 2), grad_table)
+            if "embed.W_E" in params:
+                grad_E = torch.bmm(grad_table, params["mlp.W_in"].transpose(1, 2))
+        if "mlp.W_output" in params:
+            grads["mlp.W_output"] = grad_W_L
+        else:
+            grads["mlp.W_out"] = torch.bmm(grad_W_L, E)
+            if "embed.W_E" in params:
+                out_side = torch.bmm(grad_W_L.transpose(1, 2), params["mlp.W_out"])
+                grad_E = out_side if grad_E is None else grad_E + out_side
+        if grad_E is not None:
+            grads["embed.W_E"] = grad_E
+        return grads, loss, correct
+
+    def _score(self, logits, logp, rows: _Rows) -> tuple[Tensor, Tensor]:
+        ce = -logp.gather(-1, rows.labels[..., None])[..., 0]
+        loss = (ce * rows.mask).sum(-1) / rows.count
+        if self.scale != 1:
+            loss = loss / self.scale
+        correct = ((logits.argmax(-1) == rows.labels).to(self.dtype) * rows.mask).sum(-1)
+        return loss, correct
+
+    def loss(self, params, buffers, rows: _Rows) -> tuple[Tensor, Tensor]:
+        _, table, W_L = self._tables(params, buffers)
+        _, _, logits = self._forward(table, W_L, rows)
+        return self._score(logits, torch.log_softmax(logits.to(self.dtype), dim=-1), rows)
+
+
 # family -> a hand-written step, used where it is faster than the generic one (docs/training.md)
-KERNELS: dict[str, type] = {"parity_mlp": _Parity}
+KERNELS: dict[str, type] = {
+    "parity_mlp": _Parity,
+    **{name: _Modular for name in ("mlp", "mlp_unfactored", "mlp_collapsed_in", "mlp_collapsed_out", "circle")},
+}
 
 
 class _Chunk:
