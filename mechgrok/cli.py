@@ -349,8 +349,16 @@ def _write_figure(out, args: argparse.Namespace) -> int:
 
 def cmd_figure(args: argparse.Namespace) -> int:
     from mechgrok import speed
-    from mechgrok.report import figures
+    from mechgrok.report import PAIR_FIGURE_NAMES, figures
 
+    if args.name in PAIR_FIGURE_NAMES:
+        if args.rule != "W_L" or args.threshold != 0.85:
+            raise ValueError(f"--rule and --threshold apply to the Nanda et al. figures, not {args.name}; drop them")
+        from mechgrok.reproduce.pair_pipeline import make_figure
+
+        with speed.torch_threads(args.threads):
+            out = make_figure(args.name, args.run)
+        return _write_figure(out, args)
     with speed.torch_threads(args.threads):
         analysis = figures.RunAnalysis(args.run, rule=args.rule, threshold=args.threshold)
         out = figures.make_figure(args.name, analysis)
@@ -449,10 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="checkpoint epoch (default: the newest)")
     p_table.set_defaults(func=cmd_table)
 
-    from mechgrok.report import FIGURE_NAMES
+    from mechgrok.report import FIGURE_NAMES, PAIR_FIGURE_NAMES
 
-    p_fig = sub.add_parser("figure", help="build one figure of a run into RUN/figures (HTML and its data as CSV)")
-    p_fig.add_argument("name", choices=FIGURE_NAMES, help="the figure")
+    p_fig = sub.add_parser("figure", help="build one figure of a run into RUN/figures (HTML and its data as CSV); "
+                           "the PAIR figures read a `mechgrok reproduce pair2023` folder as RUN")
+    p_fig.add_argument("name", choices=FIGURE_NAMES + PAIR_FIGURE_NAMES,
+                       help="the figure: Nanda et al.'s (fig2_... appendix_...) or Pearce et al.'s (loss_curves ... no_weight_decay)")
     _add_analysis_flags(p_fig, "figures")
     p_fig.set_defaults(func=cmd_figure)
 

@@ -103,3 +103,23 @@ def test_regime_order_agreement_reads_the_dominant_regimes():
 def test_sweeps_must_name_every_experiment(tmp_path):
     with pytest.raises(ValueError, match="sweeps must name the experiments"):
         reproduce_pair(tmp_path, sweeps={"main": tiny_plan()["main"]})
+
+
+@pytest.mark.parametrize("name", PAIR_FIGURE_NAMES)
+def test_every_figure_has_a_script_that_writes_it(reproduced, name, capsys):
+    import importlib
+
+    module = importlib.import_module(f"experiments.pair2023.{name}")
+    assert module.__doc__.startswith(f"python experiments/pair2023/{name}.py --run runs/pair2023")
+    assert module.main(["--run", str(reproduced.out)]) == 0
+    assert (reproduced.out / "figures" / f"{name}.html").exists()
+    assert f"{name}: " in capsys.readouterr().out  # the caption is printed
+
+
+def test_a_pair_figure_refuses_the_nanda_flags_and_a_missing_folder(tmp_path, capsys):
+    from mechgrok.cli import main
+
+    assert main(["figure", "circle", "--run", str(tmp_path), "--rule", "W_E"]) == 2
+    assert "--rule and --threshold apply to the Nanda et al. figures" in capsys.readouterr().err
+    assert main(["figure", "circle", "--run", str(tmp_path)]) == 2
+    assert "holds no circle experiment yet" in capsys.readouterr().err

@@ -38,11 +38,12 @@ import torch
 from mechgrok import runs
 from mechgrok.analysis import circuits, constructions, parity, regimes, waves
 from mechgrok.reproduce import pair2023 as P
+from mechgrok.report import PAIR_FIGURE_NAMES
 from mechgrok.report import pair2023 as figures
 from mechgrok.report.html import SUMMARY_FILE
-from mechgrok.sweeps import Sweep, run_sweep
+from mechgrok.sweeps import MANIFEST_FILE, Sweep, read_manifest, run_sweep
 
-__all__ = ["EXPERIMENTS", "DEFAULT_OUT", "GROKKED", "plan", "train_all", "summarise", "build_figures", "build_report",
+__all__ = ["EXPERIMENTS", "DEFAULT_OUT", "GROKKED", "plan", "train_all", "summarise", "make_figure", "build_figures", "build_report",
            "reproduce_pair", "PairResult"]
 
 DEFAULT_OUT = "runs/pair2023"
@@ -154,10 +155,10 @@ def parity_readout(folder: str | Path) -> dict[str, Any]:
             "loss_rise": None if rise is None else {k: (float(v) if v is not None else None) for k, v in vars(rise).items()}}
 
 
-def regime_rows(results: pd.DataFrame, sweep: Sweep, out: str | Path) -> pd.DataFrame:
+def regime_rows(sweep: Sweep, out: str | Path) -> pd.DataFrame:
     """Every sweep model's regime, from its logged losses (the explorable's rules, in order)."""
     rows = []
-    for run, (_, row) in zip(sweep.runs, results.iterrows()):
+    for run in sweep.runs:
         metrics = runs.read_metrics(Path(out) / run.name)
         evidence = regimes.regime_evidence(metrics["train_loss"].to_numpy(), metrics["test_loss"].to_numpy())
         rows.append({**dict(run.values), "regime": evidence.regime, "min_train_loss": evidence.min_train_loss,
@@ -193,7 +194,7 @@ def summarise(out: str | Path, sweeps: dict[str, Sweep], results: dict[str, pd.D
     solved = [s for s, c in circle.items() if c["final_test_acc"] >= 1.0]
     parity_runs = {float(dict(run.values)["weight_decay"]): parity_readout(folder)
                    for run, folder in zip(sweeps["parity"].runs, folders["parity"])}
-    rows = regime_rows(results["regimes"], sweeps["regimes"], out / "regimes")
+    rows = regime_rows(sweeps["regimes"], out / "regimes")
     table = regimes.regime_table(rows, ["n_train", "d_mlp", "weight_decay"])
     return {
         "main": main,
@@ -210,31 +211,51 @@ def summarise(out: str | Path, sweeps: dict[str, Sweep], results: dict[str, pd.D
     }
 
 
-def _folders(out: Path, sweeps: dict[str, Sweep], name: str) -> list[Path]:
-    return [out / name / run.name for run in sweeps[name].runs]
+def _experiment(out: Path, name: str) -> tuple[Sweep, list[Path]]:
+    folder = out / name
+    if not (folder / MANIFEST_FILE).exists():
+        raise ValueError(f"{folder} holds no {name} experiment yet; run `mechgrok reproduce pair2023 --out {out}` first")
+    sweep = read_manifest(folder)
+    return sweep, [folder / run.name for run in sweep.runs]
 
 
-def build_figures(out: str | Path, sweeps: dict[str, Sweep], summary: dict[str, Any]) -> list:
-    """Every figure of :data:`mechgrok.report.PAIR_FIGURE_NAMES`, from the experiments' run folders."""
+def shown_main_run(out: str | Path) -> Path:
+    """The main seed the single-model figures read: the first that reached test accuracy 0.99, else the first."""
+    _, folders = _experiment(Path(out), "main")
+    for folder in folders:
+        if run_curve(folder)["test_acc_step"] is not None:
+            return folder
+    return folders[0]
+
+
+def make_figure(name: str, out: str | Path):
+    """One figure of :data:`mechgrok.report.PAIR_FIGURE_NAMES`, from the reproduction folder ``out``."""
     out = Path(out)
-    main = _folders(out, sweeps, "main")
-    # the single-model figures read the first seed that generalised (else seed 0)
-    grokked = summary["main_grokked"]
-    shown = main[list(summary["main"]).index(grokked[0])] if grokked else main[0]
-    parity_runs = {run.config.weight_decay: folder for run, folder in zip(sweeps["parity"].runs, _folders(out, sweeps, "parity"))}
-    shown_parity = parity_runs.get(1e-4, next(iter(parity_runs.values())))  # the explorable's middle λ, if run
-    return [
-        figures.loss_curves(main),
-        figures.neuron_waves(shown),
-        figures.parity_weights(shown_parity),
-        figures.regime_diagram(summary["regime_rows"]),
-        figures.circle(_folders(out, sweeps, "circle")),
-        figures.constructions(),
-        figures.stars(shown),
-        figures.logit_waves(shown),
-        figures.variants([main[0], *_folders(out, sweeps, "variants")]),
-        figures.no_weight_decay(_folders(out, sweeps, "no_weight_decay")[0]),
-    ]
+    if name == "loss_curves":
+        return figures.loss_curves(_experiment(out, "main")[1])
+    if name in ("neuron_waves", "stars", "logit_waves"):
+        return getattr(figures, name)(shown_main_run(out))
+    if name == "parity_weights":
+        sweep, folders = _experiment(out, "parity")
+        by_decay = {run.config.weight_decay: folder for run, folder in zip(sweep.runs, folders)}
+        return figures.parity_weights(by_decay.get(1e-4, folders[0]))  # the explorable's middle λ, if run
+    if name == "regime_diagram":
+        sweep, _ = _experiment(out, "regimes")
+        return figures.regime_diagram(regime_rows(sweep, out / "regimes"))
+    if name == "circle":
+        return figures.circle(_experiment(out, "circle")[1])
+    if name == "constructions":
+        return figures.constructions()
+    if name == "variants":
+        return figures.variants([_experiment(out, "main")[1][0], *_experiment(out, "variants")[1]])
+    if name == "no_weight_decay":
+        return figures.no_weight_decay(_experiment(out, "no_weight_decay")[1][0])
+    raise ValueError(f"unknown PAIR figure {name!r}; choose one of {list(PAIR_FIGURE_NAMES)}")
+
+
+def build_figures(out: str | Path) -> list:
+    """Every figure of :data:`mechgrok.report.PAIR_FIGURE_NAMES`, from the experiments' run folders."""
+    return [make_figure(name, out) for name in PAIR_FIGURE_NAMES]
 
 
 def summary_tables(summary: dict[str, Any]) -> dict[str, pd.DataFrame]:
@@ -262,7 +283,7 @@ def summary_tables(summary: dict[str, Any]) -> dict[str, pd.DataFrame]:
 def build_report(out: str | Path, sweeps: dict[str, Sweep], summary: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``OUT/report.html`` and ``OUT/summary.json``; return their paths."""
     out = Path(out)
-    report = figures.write_pair_report(out, build_figures(out, sweeps, summary), summary_tables(summary),
+    report = figures.write_pair_report(out, build_figures(out), summary_tables(summary),
                                        {k: v for k, v in summary.items() if k != "regime_rows"})
     return report, out / SUMMARY_FILE
 

@@ -1,0 +1,1 @@
+"""Thin scripts that reproduce Pearce et al. (PAIR 2023), one per figure; the logic is in mechgrok."""
