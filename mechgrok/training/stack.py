@@ -54,7 +54,7 @@ from mechgrok.training.loop import TrainResult, _existing_run, _stop_on_signals
 from mechgrok.training.optim import lr_at, trainable
 
 __all__ = ["PER_MODEL_FIELDS", "StackResult", "StackedAdamW", "stack_key", "train_stack", "probe_chunk_size",
-           "resolve_device"]
+           "probe_times", "resolve_device"]
 
 # Fields that may differ between the models of one stack: each model gets its own value
 # (per-model optimiser coefficients, its own data, its own mask).
@@ -316,9 +316,13 @@ class _Parity:
     def _forward(self, params, x):
         post = self._activations(x, params["mlp.W_in"]).relu_()  # [model, batch, neuron]
         w_out = params["mlp.W_out"]
-        # matrix-vector products one model at a time: torch's bmm with one output column is ~8x
-        # slower than mv on this CPU, and mv rounds the same whatever the chunk size
-        z = torch.stack([torch.mv(post[i], w_out[i, :, 0]) for i in range(len(post))])[..., None]  # [model, batch, 1]
+        # z = post W_out is a matrix-vector product per model. torch's bmm with one output column
+        # is 2-8x slower than the alternatives on this CPU; one output row (W_outᵀ postᵀ) is the
+        # fastest while post is narrow, mv one model at a time once it is wide (measured, 16-258)
+        if post.shape[-1] <= 32:
+            z = torch.bmm(w_out.transpose(1, 2), post.transpose(1, 2)).transpose(1, 2)  # [model, batch, 1]
+        else:
+            z = torch.stack([torch.mv(post[i], w_out[i, :, 0]) for i in range(len(post))])[..., None]
         return post, z
 
     def _loss(self, z, rows: _Rows):
@@ -347,7 +351,7 @@ class _Parity:
             weight = rows.mask / rows.count[:, None]
             rows.cache["weight"] = weight / self.scale if self.scale != 1 else weight
         dz = ((logp1.exp() - rows.cache["label"]) * rows.cache["weight"]).to(z.dtype)[..., None]  # [model, batch, 1]
-        grad_out = torch.stack([torch.mv(post[i].T, dz[i, :, 0]) for i in range(len(post))])[..., None]  # [model, neuron, 1]
+        grad_out = torch.bmm(dz.transpose(1, 2), post).transpose(1, 2)  # [model, neuron, 1]: one output row is fast
         active = post.sign_()  # [post > 0], in place: post is not needed again
         # x and [post > 0] are 0 or 1, so x dz [post > 0] is exact in either order: scale the
         # narrower of the two by dz (in place where that is the activations)
@@ -529,6 +533,7 @@ def _tensor(model: torch.nn.Module, name: str) -> Tensor:
 
 # --------------------------------------------------------------------------- chunk size
 _CHUNK_CACHE: dict[tuple, int] = {}
+_CHUNK_TIMES: dict[tuple, dict[int, float]] = {}  # the probe's seconds per model-step by chunk size
 
 
 def _candidates(n: int) -> list[int]:
@@ -544,12 +549,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def probe_chunk_size(cfgs: Sequence[Config], *, device: str | torch.device = "cpu", steps: int = 3) -> int:
+def probe_chunk_size(cfgs: Sequence[Config], *, device: str | torch.device = "cpu", steps: int = 4) -> int:
     """The number of models per batched step that trains ``cfgs`` (one stack) fastest here.
 
     Times ``steps`` steps (after one untimed) at chunk sizes 1, 2, 4, ... up to len(cfgs) on
-    fresh models of the first configs, stopping once a size is 1.5x slower per model-step than
-    the best (the activations have fallen out of cache; it only gets worse), then times every
+    fresh models of the configs with the most rows (the chunks whose activations are the
+    likeliest to fall out of cache), stopping once two sizes in a row are no faster per
+    model-step than the best (the activations have fallen out of cache; it only gets worse, and
+    costs memory), then times every
     size tried once more, in reverse order, and keeps the one with the least time per
     model-step. Each size counts its fastest step, so a moment's interference from another job
     does not count against it. The answer is cached in-process per shape, padding, device,
@@ -565,7 +572,7 @@ def probe_chunk_size(cfgs: Sequence[Config], *, device: str | torch.device = "cp
         return 1
     sizes = [_sizes(c) for c in cfgs]
     key = (stack_key(cfgs[0]), tuple(sorted(sizes)), str(dev), torch.get_num_threads())
-    cfgs = [c for _, c in sorted(zip(sizes, cfgs), key=lambda pair: pair[0])]
+    cfgs = [c for _, c in sorted(zip(sizes, cfgs), key=lambda pair: pair[0], reverse=True)]  # largest first
     if key in _CHUNK_CACHE:
         return _CHUNK_CACHE[key]
     family = registry.family(cfgs[0].family)
@@ -576,13 +583,23 @@ def probe_chunk_size(cfgs: Sequence[Config], *, device: str | torch.device = "cp
                    for i, cfg in enumerate(cfgs[:size])]
         chunks[size] = _Chunk(members, dev)
         best[size] = _time_steps(chunks[size], steps, dev) / size
-        if best[size] > 1.5 * min(best.values()):
+        fastest = min(best, key=best.get)
+        if size >= 4 * fastest:
             break
     for size in reversed(list(chunks)):  # a second look, so a slow moment on the machine is not decisive
         best[size] = min(best[size], _time_steps(chunks[size], steps, dev) / size)
     choice = min(best, key=best.get)
     _CHUNK_CACHE[key] = choice
+    _CHUNK_TIMES[key] = best
     return choice
+
+
+def probe_times(cfgs: Sequence[Config], *, device: str | torch.device = "cpu") -> dict[int, float]:
+    """What :func:`probe_chunk_size` measured for ``cfgs``: seconds per model-step by chunk size
+    (empty if it has not probed them in this process, or needed not: a stack of one)."""
+    cfgs = list(cfgs)
+    key = (stack_key(cfgs[0]), tuple(sorted(_sizes(c) for c in cfgs)), str(resolve_device(device)), torch.get_num_threads())
+    return dict(_CHUNK_TIMES.get(key, {}))
 
 
 def _time_steps(chunk: _Chunk, steps: int, device: torch.device) -> float:
