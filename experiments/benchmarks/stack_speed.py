@@ -10,17 +10,20 @@ loss, and ``--models`` models per width (train size x weight decay x seed, as in
 In one process at ``--threads`` (default 1), with mechgrok's process settings, rounds
 interleave, for each width:
 
-(a) ``train_stack`` with the chunk size it probes (the probe runs once, before the rounds;
-    its time is reported and added to the grid estimate);
+(a) ``train_stack`` at the chunk size it probes for the grid's stack of 225 models of that
+    width (the probe runs once, before the rounds; its time is added to the grid estimate);
 (b) ``train_stack(chunk_size=1)``: the same code, one model per step;
 (c) a plain per-model loop: ``model(tokens)``, cross-entropy, ``torch.optim.AdamW``, the test
     loss every 100 steps, no files.
 
-(a) and (b) write ordinary run folders (checkpoints only at the first and last epoch). It
-prints the median milliseconds per model-step of each (process CPU time, the steadier figure on
-a shared machine, and wall time), the ratios, the chosen chunk sizes and the extrapolated time
-of the whole 1,125-model x 20k-step grid (train sizes {750..1750} x hidden {16..258} x weight
-decay {0.01..1} x 9 seeds = 225 models per width).
+(a) and (b) write ordinary run folders (checkpoints only at the first and last epoch). A model-step
+is timed in the steady state, from the first metrics row of epoch 100 to that of the last epoch
+(so it includes the test-set evaluation every 100 steps); what each model costs besides (data,
+model, run folder, files) is reported apart as a fixed cost. It prints the median of each over
+the rounds (process CPU time, the steadier figure on a shared machine, and wall time), the
+ratios, the chosen chunk sizes and the extrapolated time of the whole 1,125-model x 20k-step
+grid (train sizes {750..1750} x hidden {16..258} x weight decay {0.01..1} x 9 seeds = 225
+models per width): 225 x (20,000 x step + fixed) per width, plus the probe.
 """
 
 from __future__ import annotations
@@ -83,25 +86,38 @@ def plain_loop(cfgs: list[Config]) -> tuple[float, float]:
     return cpu / steps, wall / steps
 
 
-def stacked(cfgs: list[Config], chunk_size: int) -> tuple[float, float]:
-    """(CPU s, wall s) per model-step of train_stack at ``chunk_size``, into fresh run folders."""
+def stacked(cfgs: list[Config], chunk_size: int) -> tuple[float, float, float, float]:
+    """(CPU s, wall s) per model-step of train_stack at ``chunk_size`` in the steady state, and
+    (CPU s, wall s) per model of everything else, into fresh run folders."""
+    marks: dict[int, tuple[float, float]] = {}
+
+    def on_eval(row: dict) -> None:
+        marks.setdefault(row["epoch"], (time.process_time(), time.perf_counter()))
+
+    epochs, every = cfgs[0].epochs, cfgs[0].eval_every
     with tempfile.TemporaryDirectory() as tmp:
         c0, w0 = time.process_time(), time.perf_counter()
-        train_stack(cfgs, [Path(tmp) / f"run{i}" for i in range(len(cfgs))], chunk_size=chunk_size, tune_process=False)
+        train_stack(cfgs, [Path(tmp) / f"run{i}" for i in range(len(cfgs))], chunk_size=chunk_size, tune_process=False,
+                    on_eval=on_eval)
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-    steps = sum(c.epochs for c in cfgs)
-    return cpu / steps, wall / steps
+    model_steps = len(cfgs) * (epochs - every)
+    step_cpu = (marks[epochs][0] - marks[every][0]) / model_steps
+    step_wall = (marks[epochs][1] - marks[every][1]) / model_steps
+    n = len(cfgs)
+    return step_cpu, step_wall, (cpu - step_cpu * n * epochs) / n, (wall - step_wall * n * epochs) / n
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS))
-    parser.add_argument("--models", type=int, default=25, help="models per width (default 25: one seed's grid)")
-    parser.add_argument("--epochs", type=int, default=200, help="steps per model per round (default 200)")
+    parser.add_argument("--models", type=int, default=32, help="models per width (default 32)")
+    parser.add_argument("--epochs", type=int, default=300, help="steps per model per round (default 300; > 100)")
     parser.add_argument("--plain-models", type=int, default=5, help="models per round of the plain loop (c)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median over them)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.epochs <= SWEEP.eval_every:
+        parser.error(f"--epochs must be > {SWEEP.eval_every} (the steady state is timed from epoch {SWEEP.eval_every})")
     with speed.torch_threads(args.threads) as threads, speed.tuned_malloc() as malloc, \
             speed.fast_float32_matmul() as fast_matmul:
         print(f"torch {torch.__version__}, {threads} thread(s), oneDNN float32 GEMMs {fast_matmul}, tuned malloc {malloc}; "
@@ -110,45 +126,41 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    models_per_width = len(TRAIN_SIZES) * len(WEIGHT_DECAYS) * SEEDS
     table = []
     for width in args.widths:
         cfgs = sweep_configs(width, args.models, args.epochs)
-        grid_cfgs = sweep_configs(width, len(TRAIN_SIZES) * len(WEIGHT_DECAYS) * SEEDS, args.epochs)
         t0 = time.perf_counter()
-        chunk = probe_chunk_size(cfgs)
+        chunk = probe_chunk_size(sweep_configs(width, models_per_width, args.epochs))  # what the sweep's stack uses
         probe_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        grid_chunk = probe_chunk_size(grid_cfgs)  # what the real sweep's stack of 225 would choose
-        grid_probe_s = time.perf_counter() - t0
-        stacked(cfgs[:2], chunk)  # warm-up: allocator growth, kernel selection
-        times: dict[str, list[tuple[float, float]]] = {"a": [], "b": [], "c": []}
+        stacked(cfgs[:2], min(chunk, 2))  # warm-up: allocator growth, kernel selection
+        times: dict[str, list[tuple[float, ...]]] = {"a": [], "b": [], "c": []}
         for r in range(args.rounds):
             times["a"].append(stacked(cfgs, chunk))
             times["b"].append(stacked(cfgs, 1))
             times["c"].append(plain_loop(cfgs[r * args.plain_models % len(cfgs):][:args.plain_models]))
             print(f"  hidden {width:>3} round {r + 1}: " + "  ".join(
                 f"({k}) {v[-1][0] * 1e3:.3f} ms" for k, v in times.items()), flush=True)
-        cpu = {k: statistics.median(t[0] for t in v) for k, v in times.items()}
-        wall = {k: statistics.median(t[1] for t in v) for k, v in times.items()}
-        table.append((width, chunk, probe_s, grid_chunk, grid_probe_s, cpu, wall))
+        med = {k: [statistics.median(t[i] for t in v) for i in range(len(v[0]))] for k, v in times.items()}
+        table.append((width, chunk, probe_s, med))
 
     print()
-    print("ms per model-step (median over rounds; CPU time, wall time in brackets)")
+    print("ms per model-step, steady state (median over rounds; CPU time, wall time in brackets); "
+          "fixed: CPU s per model besides the steps")
     print(f"{'hidden':>6} {'chunk':>5} {'(a) stacked':>18} {'(b) chunk 1':>18} {'(c) plain loop':>18} "
-          f"{'(b)/(a)':>7} {'(c)/(a)':>7}  probe s   grid chunk (probe s)")
+          f"{'(b)/(a)':>7} {'(c)/(a)':>7} {'fixed (a)':>9} {'fixed (b)':>9} {'probe s':>7}")
     grid = {"a": 0.0, "b": 0.0, "c": 0.0}
-    models_per_width = len(TRAIN_SIZES) * len(WEIGHT_DECAYS) * SEEDS
-    for width, chunk, probe_s, grid_chunk, grid_probe_s, cpu, wall in table:
-        cells = "".join(f" {cpu[k] * 1e3:8.3f} ({wall[k] * 1e3:7.3f})" for k in "abc")
-        print(f"{width:>6} {chunk:>5}{cells} {cpu['b'] / cpu['a']:7.2f} {cpu['c'] / cpu['a']:7.2f}  {probe_s:7.1f}"
-              f"   {grid_chunk:>4} ({grid_probe_s:.1f})")
-        for k in "abc":
-            grid[k] += models_per_width * GRID_STEPS * cpu[k]
-        grid["a"] += grid_probe_s
-    slowest = min(min(cpu["b"], cpu["c"]) / cpu["a"] for *_, cpu, _ in table)
+    for width, chunk, probe_s, med in table:
+        cells = "".join(f" {med[k][0] * 1e3:8.3f} ({med[k][1] * 1e3:7.3f})" for k in "abc")
+        print(f"{width:>6} {chunk:>5}{cells} {med['b'][0] / med['a'][0]:7.2f} {med['c'][0] / med['a'][0]:7.2f}"
+              f" {med['a'][2]:9.3f} {med['b'][2]:9.3f} {probe_s:7.1f}")
+        grid["a"] += models_per_width * (GRID_STEPS * med["a"][0] + med["a"][2]) + probe_s
+        grid["b"] += models_per_width * (GRID_STEPS * med["b"][0] + med["b"][2])
+        grid["c"] += models_per_width * GRID_STEPS * med["c"][0]
+    slowest = min(min(med["b"][0], med["c"][0]) / med["a"][0] for *_, med in table)
     print()
     print(f"the {models_per_width * len(table)}-model x {GRID_STEPS}-step grid over these widths, one core (CPU time): "
-          f"(a) {grid['a'] / 3600:.2f} h, (b) {grid['b'] / 3600:.2f} h, (c) {grid['c'] / 3600:.2f} h; "
+          f"(a) {grid['a'] / 3600:.2f} h, (b) {grid['b'] / 3600:.2f} h, (c) {grid['c'] / 3600:.2f} h (steps only); "
           f"(b)/(a) {grid['b'] / grid['a']:.2f}, (c)/(a) {grid['c'] / grid['a']:.2f} (target >= 1.5)")
     print(f"slowest width: sequential / stacked = {slowest:.2f} (target >= 1.0)")
     return 0
