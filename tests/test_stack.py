@@ -291,3 +291,16 @@ def test_train_dispatches_a_family_without_a_fast_step_to_the_stacked_trainer(tm
     assert run.config == cfg and run.epoch == 60 and run.checkpoint_epochs == [0, 30, 60]
     assert all(torch.equal(run.model.state_dict()[k], v) for k, v in weights(result.model).items())
     assert list(runs.read_metrics(tmp_path / "run").columns) == runs.METRIC_COLUMNS
+    resumed = []
+    result = train(cfg.replace(epochs=90), tmp_path / "run", on_resume=resumed.append, progress=True)
+    assert resumed == [60] and result.epoch == 90 and result.resumed_from == 60
+
+
+def test_every_folder_is_checked_before_any_is_written(tmp_path):
+    cfg = PARITY.replace(epochs=20)
+    train_stack([cfg], [tmp_path / "old"])
+    with pytest.raises(ValueError, match="different config.*seed"):
+        train_stack([cfg, cfg.replace(seed=7)], [tmp_path / "new", tmp_path / "old"])
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ValueError, match="past epochs=10"):
+        train_stack([cfg.replace(epochs=10)], [tmp_path / "old"])

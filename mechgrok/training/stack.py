@@ -11,18 +11,22 @@ any other run.
 * **Stacks.** Configs with equal :func:`stack_key` (family, task, shapes, loss settings,
   schedule) train in one stack. Inside a stack the fields of ``PER_MODEL_FIELDS`` may differ:
   seed (weights and data), lr, weight_decay, betas, warm-up, decay kind, and the train / test
-  sizes. A size is a mask, not a ragged batch: every model's train rows are padded to the
-  stack's largest train set and the padding is masked out of the mean (test rows likewise).
-* **The step.** ``torch.func``: ``vmap(grad_and_value(loss))`` over the stacked weights and
-  each model's data, with the loss a ``functional_call`` of the family's own model, so every
-  family is trained through its own ``forward`` (no second copy of the maths to drift).
-  The optimiser is AdamW written over the stacked tensors (:class:`StackedAdamW`), with
-  per-model lr and decay, the same update formula as ``torch.optim.AdamW``.
+  sizes. A size is a mask, not a ragged batch: a stack's models are sorted by size, every
+  model's rows are padded to the longest of its chunk, and the padding is masked out of the
+  mean.
+* **The step.** Hand-written batched matmuls with a derived backward for the families here
+  (:class:`_Parity`; :class:`_Modular` for the modular MLPs and the circle), 2-8x faster on
+  this project's CPUs than the generic step, :class:`_Generic`: ``vmap(grad_and_value)`` of a
+  ``functional_call`` of the family's own model, which trains any other family and against
+  which the tests pin the hand-written ones. The optimiser is AdamW written over the stacked
+  tensors (:class:`StackedAdamW`), with per-model lr and decay, ``torch.optim.AdamW``'s formula.
 * **Chunks.** A stack runs in chunks of models; how many models one batched step should hold
   depends on the width (past a point the activations fall out of cache and batching is slower
   than one model at a time). :func:`probe_chunk_size` times a few steps at a few chunk sizes
   on this machine and keeps the fastest, cached in-process; ``chunk_size=`` overrides it.
-  A model's numbers do not depend on the chunk it shares (``tests/test_stack.py``).
+  A model's numbers do not depend on which models share its chunk, but may, by float32
+  rounding, on the chunk's padded length and on whether it is alone in it, so the chunk size
+  is recorded in the resume files and reused.
 * **Runs.** Epoch e is the state after e steps, as in :mod:`mechgrok.training.loop`; the
   metrics rows, checkpoints and resume files are that trainer's, with the loss in the scale
   it is trained in (``loss_scale='per_output'`` logs CE / d_vocab_out). ``elapsed_s`` is the
@@ -80,7 +84,7 @@ class StackResult(TrainResult):
     """A :class:`~mechgrok.training.loop.TrainResult` plus how the model was stacked."""
 
     stack_size: int = 1  # models in the stack it trained in (0: skipped, already finished)
-    chunk_size: int = 1  # models per batched step
+    chunk_size: int = 1  # models per batched step (0: not trained by this call)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -184,9 +188,21 @@ class _Member:
     chunk_size: int | None = None  # models per batched step of its stack, if resumed
 
 
-def _prepare(index: int, cfg: Config, out_dir: Path, on_resume) -> _Member | StackResult:
-    """A member to train, or the result of a folder already trained to ``cfg.epochs`` (left untouched)."""
+def _check_folder(cfg: Config, out_dir: Path) -> runs.CheckpointFile | None:
+    """The resume checkpoint of ``out_dir`` (None: a new run), or a ``ValueError`` if it cannot
+    go on to ``cfg``; reads only, so every folder is checked before any is written."""
     resume = _existing_run(out_dir, cfg)
+    if resume is not None and resume.epoch > cfg.epochs:
+        raise ValueError(
+            f"{out_dir} is already trained to epoch {resume.epoch}, past epochs={cfg.epochs}; pass "
+            f"epochs >= {resume.epoch} to go on, or read an earlier epoch with load_run({str(out_dir)!r}, epoch=...)"
+        )
+    return resume
+
+
+def _prepare(index: int, cfg: Config, out_dir: Path, resume: runs.CheckpointFile | None,
+             on_resume) -> _Member | StackResult:
+    """A member to train, or the result of a folder already trained to ``cfg.epochs`` (left untouched)."""
     family = registry.family(cfg.family)
     if resume is None:
         split = run_data(cfg).split
@@ -197,11 +213,6 @@ def _prepare(index: int, cfg: Config, out_dir: Path, on_resume) -> _Member | Sta
         runs.write_split(out_dir, split)
         return _Member(index, cfg, out_dir, model, split, 0, [], 0.0, None)
     ckpt = resume
-    if ckpt.epoch > cfg.epochs:
-        raise ValueError(
-            f"{out_dir} is already trained to epoch {ckpt.epoch}, past epochs={cfg.epochs}; pass "
-            f"epochs >= {ckpt.epoch} to go on, or read an earlier epoch with load_run({str(out_dir)!r}, epoch=...)"
-        )
     split = ckpt.split
     model = runs.model_from_state(cfg, ckpt.model_state, split)
     start = ckpt.epoch
@@ -489,7 +500,11 @@ class _Chunk:
         }
         start = members[0].start
         exp_avg = exp_avg_sq = None
-        if start > 0 and all(m.optim for m in members):
+        if start > 0:
+            lacking = [str(m.out_dir) for m in members if any(f"{n}.exp_avg" not in m.optim for n in names)]
+            if lacking:
+                raise ValueError(f"the resume files of {lacking} hold no optimizer state for {names}; they cannot be "
+                                 "resumed exactly. Train them again into new folders")
             exp_avg = {n: torch.stack([m.optim[f"{n}.exp_avg"] for m in members]).to(device) for n in names}
             exp_avg_sq = {n: torch.stack([m.optim[f"{n}.exp_avg_sq"] for m in members]).to(device) for n in names}
             steps = {int(m.optim[f"{n}.step"]) for m in members for n in names}
@@ -555,14 +570,12 @@ def probe_chunk_size(cfgs: Sequence[Config], *, device: str | torch.device = "cp
     Times ``steps`` steps (after one untimed) at chunk sizes 1, 2, 4, ... up to len(cfgs) on
     fresh models of the configs with the most rows (the chunks whose activations are the
     likeliest to fall out of cache), stopping once two sizes in a row are no faster per
-    model-step than the best (the activations have fallen out of cache; it only gets worse, and
-    costs memory), then times every
-    size tried once more, in reverse order, and keeps the one with the least time per
-    model-step. Each size counts its fastest step, so a moment's interference from another job
-    does not count against it. The answer is cached in-process per shape, padding, device,
-    thread count and stack size. Nothing of the probe touches a run. The configs are taken in
-    the order the trainer chunks them (by train and test size), so a probe chunk is padded as a
-    real one would be.
+    model-step than the best (the activations have fallen out of cache: it only gets worse, and
+    costs memory); then it times every size tried once more, in reverse order, and keeps the one
+    with the least time per model-step. Each size counts its fastest step, so a moment's
+    interference from another job does not count against it. The answer is cached in-process
+    per stack key, train / test sizes, device and thread count; :func:`probe_times` gives what
+    was measured. Nothing of the probe touches a run.
     """
     dev = resolve_device(device)
     cfgs = list(cfgs)
@@ -689,8 +702,9 @@ def train_stack(
             _matmul_precision(dev, tune_process):
         results: list[StackResult | None] = [None] * len(cfgs)
         groups: dict[tuple, list[_Member]] = {}
+        resumes = [_check_folder(cfg, out_dir) for cfg, out_dir in zip(cfgs, out_dirs)]
         for i, (cfg, out_dir) in enumerate(zip(cfgs, out_dirs)):
-            prepared = _prepare(i, cfg, out_dir, on_resume)
+            prepared = _prepare(i, cfg, out_dir, resumes[i], on_resume)
             if isinstance(prepared, StackResult):
                 results[i] = prepared
             else:
@@ -709,7 +723,7 @@ def _train_group(members: list[_Member], device: torch.device, chunk_size: int |
     cfg = members[0].cfg
     start = members[0].start
     if stop.requested:  # an earlier stack was interrupted: leave this one as it is on disk
-        return [(m, _result(m, start, True, m.elapsed0, 0, 0)) for m in members]
+        return [(m, _result(m, start, True, m.elapsed0, len(members), 0)) for m in members]
     # like sizes share a chunk (less padding); the order is a function of the configs, so a
     # resumed stack is chunked as it was
     members = sorted(members, key=lambda m: (len(m.split.train), len(m.split.test), m.index))
