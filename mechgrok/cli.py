@@ -174,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resumed.append(epoch)
         print(f"resuming {out} from epoch {epoch} (to epoch {cfg.epochs})", flush=True)
 
-    result = train(cfg, out, progress=not args.no_progress, threads=args.threads, on_resume=on_resume)
+    result = train(cfg, out, progress=not args.no_progress, threads=args.threads, on_resume=on_resume, device=args.device)
     last = result.metrics.iloc[-1]
     idle = result.resumed_from is not None and not resumed
     if idle:
@@ -201,11 +201,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     if run.path is not None and (run.path / CONFIG_FILE).exists():
         cfg = read_config(run.path)
     print(f"{args.path}  [{run.source_format}]")
-    print(f"  task     c = {cfg.op}(a, b) mod {cfg.p}; train {len(run.split.train)} / test {len(run.split.test)} pairs")
-    print(f"  model    d_model {cfg.d_model}, {cfg.n_heads} heads of {cfg.d_head}, d_mlp {cfg.d_mlp}, "
-          f"d_vocab_out {run.model.cfg.d_vocab_out}, init {cfg.init}")
-    print(f"  training lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, betas {cfg.betas}, "
-          f"warm-up {cfg.warmup_steps}, {cfg.loss_dtype} loss, epochs {cfg.epochs}, seed {cfg.seed}")
+    if cfg.task == "parity":
+        print(f"  task     parity of the first {cfg.parity_bits} of {cfg.n_bits} bits; train {len(run.split.train)} / "
+              f"test {len(run.split.test)} strings")
+    else:
+        pairs = " (pairs a <= b)" if cfg.pairs == "unordered" else ""
+        print(f"  task     c = {cfg.op}(a, b) mod {cfg.p}; train {len(run.split.train)} / test {len(run.split.test)} pairs{pairs}")
+    if cfg.family == "transformer":
+        print(f"  model    d_model {cfg.d_model}, {cfg.n_heads} heads of {cfg.d_head}, d_mlp {cfg.d_mlp}, "
+              f"d_vocab_out {run.model.cfg.d_vocab_out}, init {cfg.init}")
+    else:
+        weights = ", ".join(f"{name} {list(t.shape)}" for name, t in run.model.named_parameters())
+        act = f", {cfg.act_fn}" if cfg.family == "circle" else ""
+        print(f"  model    family {cfg.family}{act}: {weights}")
+    decay = "L1 decay" if cfg.decay == "l1" else "weight decay"
+    scale = ", loss / outputs" if cfg.loss_scale == "per_output" else ""
+    print(f"  training lr {cfg.lr:g}, {decay} {cfg.weight_decay:g}, betas {cfg.betas}, "
+          f"warm-up {cfg.warmup_steps}, {cfg.loss_dtype} loss{scale}, epochs {cfg.epochs}, seed {cfg.seed}")
     epochs = run.checkpoint_epochs
     if epochs:
         print(f"  saved    {len(epochs)} checkpoints, epochs {epochs[0]}..{epochs[-1]}")
@@ -396,11 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # short usage lines: the full flag list is in --help, and an error should end on its message
     p_train = sub.add_parser("train", help="train (or resume) a run; Ctrl-C saves a checkpoint",
-                             usage="%(prog)s [config flags] [--out RUN] [--threads N] [--no-progress]",
+                             usage="%(prog)s [config flags] [--out RUN] [--device D] [--threads N] [--no-progress]",
                              description="Train a run into a run folder, or continue the run already there with "
                              "its saved config (flags given here override it).")
     _add_config_flags(p_train)
     p_train.add_argument("--out", help="run folder (default: runs/<op>-p<p>-frac<frac>-seed<seed>)")
+    p_train.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda (the families without a "
+                         "fast step; the transformer's fast step is CPU-only)")
     p_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_threads_flag(p_train)
     p_train.set_defaults(func=cmd_train)

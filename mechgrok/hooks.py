@@ -21,6 +21,7 @@ direction      one vector of a set of directions that spans a subspace
 head           an attention head (n_heads)
 key_pos        the attended-to position of an attention pattern (query_pos likewise)
 neuron         an MLP neuron (d_mlp)
+model          the stacked models of mechgrok.training.stack (one slice per model)
 out_pos        the output positions of a model that reads out once (Pearce et al.'s MLPs: 1)
 bit            one input of the sparse-parity MLP: the n_bits bits, then the constant-1 bias input
 d_model        the residual stream

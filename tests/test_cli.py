@@ -262,3 +262,28 @@ def test_a_closed_pipe_ends_quietly():
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_train_and_info_on_the_pair_families(tmp_path, capsys):
+    from mechgrok.cli import main
+
+    mlp = ["--family", "mlp", "--p", "11", "--d-model", "16", "--d-mlp", "8", "--pairs", "unordered",
+           "--frac-train", "0.5", "--warmup-steps", "0", "--epochs", "20", "--no-progress"]
+    assert main(["train", *mlp, "--out", str(tmp_path / "mlp")]) == 0
+    assert main(["info", str(tmp_path / "mlp")]) == 0
+    out = capsys.readouterr().out
+    assert "pairs a <= b" in out and "family mlp: embed.W_E [11, 16], mlp.W_in [16, 8], mlp.W_out [8, 16]" in out
+    parity = ["--task", "parity", "--family", "parity_mlp", "--n-bits", "10", "--n-train", "50", "--n-test", "50",
+              "--d-mlp", "8", "--decay", "l1", "--weight-decay", "1e-4", "--epochs", "20", "--no-progress"]
+    assert main(["train", *parity, "--out", str(tmp_path / "parity")]) == 0
+    assert main(["info", str(tmp_path / "parity")]) == 0
+    out = capsys.readouterr().out
+    assert "parity of the first 3 of 10 bits; train 50 / test 50 strings" in out and "L1 decay 0.0001" in out
+
+
+def test_train_refuses_a_device_it_cannot_use_before_writing(tmp_path, capsys):
+    from mechgrok.cli import main
+
+    assert main(["train", "--p", "11", "--epochs", "2", "--out", str(tmp_path / "t"), "--device", "cuda"]) == 2
+    assert "fast step runs on the CPU only" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()

@@ -87,6 +87,7 @@ def train(
     threads: int | None = None,
     on_eval: Callable[[dict], None] | None = None,
     on_resume: Callable[[int], None] | None = None,
+    device: str = "cpu",
 ) -> TrainResult:
     """Train ``cfg`` into the run folder ``out_dir``, or resume the run already there.
 
@@ -102,16 +103,20 @@ def train(
 
     A family without an exact fast step (``ModelFamily.fast_step is None``: Pearce et al.'s
     MLPs, the circle, the sparse-parity MLP) is trained by the stacked trainer as a stack of
-    one (:func:`mechgrok.training.stack.train_stack`), into the same kind of run folder.
+    one (:func:`mechgrok.training.stack.train_stack`), into the same kind of run folder, on
+    ``device`` ("cpu" or "cuda"). The transformer's fast step runs on the CPU only.
     """
     if registry.family(cfg.family).fast_step is None:
         from mechgrok.training.stack import train_stack  # imported here: stack imports this module
 
         (result,) = train_stack(
             [cfg], [out_dir], threads=threads, progress=progress, tune_process=tune_process, on_eval=on_eval,
-            on_resume=None if on_resume is None else (lambda _run_dir, epoch: on_resume(epoch)),
+            on_resume=None if on_resume is None else (lambda _run_dir, epoch: on_resume(epoch)), device=device,
         )
         return result
+    if str(device) != "cpu":
+        raise ValueError(f"device={device!r}: the {cfg.family} family's exact fast step runs on the CPU only; "
+                         "pass device='cpu' (the families without a fast step, e.g. family='mlp', train on cuda)")
     with speed.torch_threads(threads) as n, speed.tuned_malloc(tune_process), speed.fast_float32_matmul(tune_process):
         result = _train(cfg, Path(out_dir), progress, on_eval, on_resume)
     result.threads = n
