@@ -52,10 +52,6 @@ GROKKED = 0.99  # test accuracy that counts as generalised (as in mechgrok.repor
 MAIN_SEEDS = (0, 1, 2)
 CIRCLE_SEEDS = tuple(range(10))
 PARITY_L1 = (1e-5, 1e-4, 1e-3, 3e-3)
-# Runs per worker task. The 500-wide MLPs gain little from a batched step, so each trains alone
-# and the seeds spread over the workers (a group of 3 would otherwise be one task on one core);
-# the small models (None) are cut into one batched chunk per worker.
-MODELS_PER_TASK = {"main": 1, "variants": 1, "no_weight_decay": 1}
 
 
 def plan(full: bool = False) -> dict[str, Sweep]:
@@ -79,7 +75,7 @@ def train_all(out: str | Path, sweeps: dict[str, Sweep], *, executor: str = "pro
     for name, sweep in sweeps.items():
         t0 = time.perf_counter()
         results[name] = run_sweep(sweep, Path(out) / name, executor=executor, workers=workers, device=device,
-                                  threads=threads, progress=progress, models_per_task=MODELS_PER_TASK.get(name))
+                                  threads=threads, progress=progress)
         say(f"{name}: {len(sweep)} runs ready in {time.perf_counter() - t0:.0f} s")
     return results
 
