@@ -8,7 +8,7 @@
    ===================  ==========================================================================
    main                 the tied a+b mod 67 MLP, seeds 0-2, 50k steps
    variants             the unfactored and the two collapsed variants, seed 0, 50k steps
-   no_weight_decay      the main model without weight decay, seed 0, 30k steps
+   no_weight_decay      the main model without weight decay, seed 0, 10k steps
    circle               the constructed 5-neuron circle, seeds 0-9, 15k steps
    parity               sparse parity with L1 decay, λ in 1e-5, 1e-4, 1e-3, 3e-3, 3k steps
    regimes              the regime sweep: by default the slice train 1,000 × hidden 16 × all five
@@ -59,7 +59,7 @@ def plan(full: bool = False) -> dict[str, Sweep]:
     return {
         "main": Sweep(P.main_config(), {"seed": MAIN_SEEDS}),
         "variants": Sweep(P.main_config(), {"family": P.VARIANT_FAMILIES}),
-        "no_weight_decay": Sweep(P.no_weight_decay_config(epochs=30_000), {"seed": (0,)}),
+        "no_weight_decay": Sweep(P.no_weight_decay_config(epochs=10_000), {"seed": (0,)}),
         "circle": Sweep(P.circle_config(), {"seed": CIRCLE_SEEDS}),
         "parity": Sweep(P.parity_config(), {"weight_decay": PARITY_L1}),
         "regimes": Sweep(P.sweep_base(), P.SWEEP_AXES if full else P.SLICE_AXES),
