@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# One test file per process, as many processes as CPUs (each test runs at one torch thread).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
