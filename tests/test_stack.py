@@ -304,3 +304,15 @@ def test_every_folder_is_checked_before_any_is_written(tmp_path):
     assert not (tmp_path / "new").exists()
     with pytest.raises(ValueError, match="past epochs=10"):
         train_stack([cfg.replace(epochs=10)], [tmp_path / "old"])
+
+
+def test_a_metrics_row_describes_one_state_whether_or_not_a_checkpoint_is_written(tmp_path):
+    """Row e's train and test numbers are both of the weights after e steps: the same rows whether
+    every epoch is checkpointed (the update waits for the save) or none is (it waits for the test)."""
+    cfg = PARITY.replace(epochs=12, eval_every=1)
+    (every,) = train_stack([cfg.replace(checkpoint_every=1)], [tmp_path / "every"], tune_process=False)
+    (rarely,) = train_stack([cfg.replace(checkpoint_every=100)], [tmp_path / "rarely"], tune_process=False)
+    cols = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc"]
+    assert every.metrics[cols].equals(rarely.metrics[cols])
+    # (epoch 1 repeats epoch 0: the warm-up's first step has lr 0); a repeat later would hide a one-step lag
+    assert every.metrics.test_loss.iloc[1:].nunique() == len(every.metrics) - 1

@@ -763,13 +763,14 @@ def _train_group(members: list[_Member], device: torch.device, chunk_size: int |
                 loss, correct = chunk.loss(chunk.train)
             else:
                 grads, loss, correct = chunk.loss_and_grad()
+            if log_row:  # a row describes epoch e: test the weights before this step's update
+                test_loss, test_correct = chunk.loss(chunk.test)
+                _log(chunk, epoch, loss, correct, test_loss, test_correct, time.perf_counter() - t0, on_eval)
+            if not is_last:
                 if save_now:  # the checkpoint holds the weights before this step: update after saving
                     pending.append((chunk, grads))
                 else:
                     chunk.optimizer.update(grads, epoch)
-            if log_row:
-                test_loss, test_correct = chunk.loss(chunk.test)
-                _log(chunk, epoch, loss, correct, test_loss, test_correct, time.perf_counter() - t0, on_eval)
         if save_now:
             save(epoch, time.perf_counter() - t0, weights=True)
         if is_last:
