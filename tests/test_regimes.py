@@ -46,9 +46,9 @@ def test_grok_when_test_falls_long_after_train():
     train, test = grokking_curves()
     ev = regimes.regime_evidence(train, test)
     assert ev.regime == "grok"
-    assert ev.min_train_loss == pytest.approx(1.19e-7)
+    assert ev.min_train_loss == pytest.approx(regimes.LOSS_FLOOR)  # 1.19e-7 in the curves, clamped at the floor
     assert ev.min_test_loss == pytest.approx(1e-6)
-    assert ev.max_ratio == pytest.approx(1.5 / 1.19e-7)
+    assert ev.max_ratio == pytest.approx(1.5 / regimes.LOSS_FLOOR)
 
 
 # ----------------------------------------------------------------------------- each boundary
@@ -65,11 +65,11 @@ def test_memorize_boundary_is_strict():
 
 
 def test_generalize_boundary_is_strict():
-    train = np.full(STEPS, 1e-10)
-    test = np.full(STEPS, 1e-10)
-    test[50] = 5e4 * 1e-10 * (1 - 1e-9)  # just under the ratio at one step
+    train = np.full(STEPS, 1e-6)
+    test = np.full(STEPS, 1e-6)
+    test[50] = 5e4 * 1e-6 * (1 - 1e-9)  # just under the ratio at one step
     assert regimes.classify_regime(train, test) == "generalize"
-    test[50] = 5e4 * 1e-10  # exactly at it
+    test[50] = 5e4 * 1e-6  # exactly at it
     assert regimes.classify_regime(train, test) == "grok"
 
 
@@ -82,12 +82,18 @@ def test_ratio_is_the_maximum_over_logged_steps():
 
 
 def test_zero_train_loss():
+    """torch's float32 log-softmax reaches exactly 0; the floor keeps test/train finite, as in the explorable."""
     train = np.full(STEPS, 1e-7)
     train[10] = 0.0
-    test = np.full(STEPS, 1e-7)
-    assert regimes.regime_evidence(train, test).max_ratio == np.inf
+    test = np.full(STEPS, 1e-6)
+    assert regimes.regime_evidence(train, test).max_ratio == pytest.approx(1e-6 / regimes.LOSS_FLOOR)
+    assert regimes.regime_evidence(train, test, loss_floor=0).max_ratio == np.inf
     test[10] = 0.0
-    assert regimes.regime_evidence(train, test).max_ratio == 1.0
+    assert regimes.regime_evidence(train, test, loss_floor=0).max_ratio == 1e-6 / 1e-7
+    train[:], test[:] = 0.0, 0.0
+    assert regimes.regime_evidence(train, test, loss_floor=0).max_ratio == 1.0
+    with pytest.raises(ValueError, match="loss_floor=0.1 must be a number in"):
+        regimes.regime_evidence(train, test, loss_floor=0.1)
 
 
 def test_thresholds_can_be_changed():
@@ -98,13 +104,14 @@ def test_thresholds_can_be_changed():
 
 
 def test_float32_floor_and_float64():
-    """The docstring's caveat: a float32 run's train loss floors at ~1.19e-7; in float64 the same run's keeps
-    falling, and the test/train ratio with it."""
+    """The docstring's floor: the explorable's train loss floors at ~1.19e-7; a loss that keeps falling
+    below it (float64, or torch's float32 reaching 0) is clamped there, so the ratio means the same."""
     test = falling(0.7, 1e-6, 60)
     train32 = np.maximum(test / 1e3, 1.19e-7)  # test/train stays under 1e4
     assert regimes.classify_regime(train32, test) == "generalize"
     train64 = test / 1e3 * np.exp(-T / 10)  # what the floor hid
-    assert regimes.classify_regime(train64, test) == "grok"
+    assert regimes.classify_regime(train64, test) == "generalize"
+    assert regimes.classify_regime(train64, test, loss_floor=0) == "grok"
 
 
 # ----------------------------------------------------------------------------- inputs

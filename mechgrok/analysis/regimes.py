@@ -13,15 +13,18 @@ This module owns those rules (``classify_regime``, ``regime_evidence``, the name
 ``REGIMES``) and the counting behind the regime diagram, train size × weight decay for each
 hidden size with each regime's count over seeds (``classify_runs``, ``regime_table``).
 
-Float32 floor. The explorable trained in float32, where the log-softmax of a confidently right
-answer bottoms out near float32's machine epsilon: in the explorable's sweep data the minimum
-train loss of most runs sits at ≈1.19e-7. The thresholds assume losses like those. In float64 a fitted train loss
-keeps falling far below 1.19e-7, which inflates test/train by orders of magnitude, so a float64
-run that would be "generalize" in float32 can come out "grok"; compare float64 runs among
-themselves, or compute the losses in float32 before classifying.
+Loss floor. In the explorable's sweep data the minimum train loss of most runs sits at
+≈1.19e-7 (float32's machine epsilon), never lower: its losses evidently clip each probability
+at 1e-7 (as Keras does; 1 − 1e-7 rounds to 1 − 1.19e-7 in float32). Torch's float32
+log-softmax instead reaches exactly 0 once an answer is confident enough, and a 0 train loss
+makes test/train infinite, turning "generalize" into "grok". So both losses are clamped at
+``LOSS_FLOOR`` = 1.19e-7 before the rules read them (``loss_floor=0`` turns that off; the
+clamp acts on the logged mean loss, which for a run at the floor is what the per-example
+clip gives). In float64 a fitted train loss keeps falling far below the floor; the clamp
+makes those runs comparable too.
 
-Losses are mean cross-entropies: finite and >= 0. At a logged step where the train loss is 0
-the ratio is inf if the test loss is above 0, and 1 if both are 0.
+Losses are mean cross-entropies: finite and >= 0. With the clamp off, at a logged step where
+the train loss is 0 the ratio is inf if the test loss is above 0, and 1 if both are 0.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from torch import Tensor
 __all__ = [
     "REGIMES",
     "FAIL_TRAIN_LOSS",
+    "LOSS_FLOOR",
     "MEMORIZE_TEST_LOSS",
     "GENERALIZE_RATIO",
     "RegimeEvidence",
@@ -50,6 +54,7 @@ REGIMES: tuple[str, ...] = ("fail", "memorize", "generalize", "grok")
 FAIL_TRAIN_LOSS = 1e-5  # fail if the minimum train loss is above this
 MEMORIZE_TEST_LOSS = 1e-5  # memorize if the minimum test loss is above this
 GENERALIZE_RATIO = 5e4  # generalize if test/train stays below this at every logged step
+LOSS_FLOOR = float(np.finfo(np.float32).eps)  # 1.19e-7: the explorable's losses never go lower (module docstring)
 
 
 def _losses(x, name: str) -> np.ndarray:
@@ -92,13 +97,19 @@ def regime_evidence(
     fail_train_loss: float = FAIL_TRAIN_LOSS,
     memorize_test_loss: float = MEMORIZE_TEST_LOSS,
     generalize_ratio: float = GENERALIZE_RATIO,
+    loss_floor: float | None = None,
 ) -> RegimeEvidence:
     """The regime of one run and the statistics behind it (module docstring for the rules).
 
     ``train_loss`` and ``test_loss``: 1D (tensor, array, list or Series), one value per logged
-    step, the same steps for both (Series are compared by position, not index).
+    step, the same steps for both (Series are compared by position, not index). Both are
+    clamped at ``loss_floor`` (default :data:`LOSS_FLOOR`) first.
     """
     train, test = _losses(train_loss, "train_loss"), _losses(test_loss, "test_loss")
+    floor = LOSS_FLOOR if loss_floor is None else loss_floor
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor < 1e-5:
+        raise ValueError(f"loss_floor={floor!r} must be a number in [0, 1e-5); pass loss_floor=1.19e-7 or 0 to turn it off")
+    train, test = np.maximum(train, floor), np.maximum(test, floor)
     if len(train) != len(test):
         raise ValueError(
             f"train_loss has {len(train)} values but test_loss {len(test)}; pass both at the same logged steps"
@@ -127,6 +138,7 @@ def classify_regime(
     fail_train_loss: float = FAIL_TRAIN_LOSS,
     memorize_test_loss: float = MEMORIZE_TEST_LOSS,
     generalize_ratio: float = GENERALIZE_RATIO,
+    loss_floor: float | None = None,
 ) -> str:
     """One of ``REGIMES`` for a run's logged losses: fail, memorize, generalize or grok (module docstring)."""
     return regime_evidence(
@@ -135,6 +147,7 @@ def classify_regime(
         fail_train_loss=fail_train_loss,
         memorize_test_loss=memorize_test_loss,
         generalize_ratio=generalize_ratio,
+        loss_floor=loss_floor,
     ).regime
 
 
