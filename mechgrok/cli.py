@@ -316,7 +316,9 @@ def _reproduce_pair(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(flags)} {_apply(flags)} to the Nanda et al. reproduction only; the PAIR "
                          f"reproduction's settings are the explorable's (docs/pair2023.md). Drop {'it' if len(flags) == 1 else 'them'}")
     from mechgrok.reproduce.pair_pipeline import DEFAULT_OUT, reproduce_pair
+    from mechgrok.training.stack import resolve_device
 
+    resolve_device(args.device)  # a device this machine lacks is refused before anything is written
     out = Path(args.out or DEFAULT_OUT)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; pass a folder")

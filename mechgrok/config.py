@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mechgrok.registry import FAMILIES, FAMILY_ACTIVATIONS, FAMILY_TASKS, TASKS
+from mechgrok.registry import FAMILIES, FAMILY_ACTIVATIONS, FAMILY_TASKS, SYMMETRIC_FAMILIES, TASKS
 
 SCHEMA_VERSION = 3
 READABLE_SCHEMAS = (1, 2, 3)
@@ -106,11 +106,6 @@ class Config:
         _check_int(self, "seed", minimum=0)
         _check_choice(self, "task", tuple(TASKS))
         _check_choice(self, "pairs", PAIRS)
-        if self.pairs == "unordered" and self.op not in COMMUTATIVE:
-            raise ValueError(
-                f"pairs='unordered' needs a commutative op (one of {sorted(COMMUTATIVE)}), but op={self.op!r}; "
-                "pass pairs='ordered'"
-            )
         _check_int(self, "n_bits", minimum=1)
         _check_int(self, "parity_bits", minimum=1)
         if self.parity_bits > self.n_bits:
@@ -125,6 +120,10 @@ class Config:
                 f"family={self.family!r} trains on task {family_task!r}, not task={self.task!r}; "
                 f"for task={self.task!r} pass one of the families {fits}"
             )
+        if self.task == "modular":
+            self._check_symmetry()
+        if self.family == "circle" and self.d_model != 2:
+            raise ValueError(f"d_model={self.d_model}: the circle family's embedding is (cos, sin), 2 wide; pass d_model=2")
         _check_int(self, "d_model", minimum=1)
         _check_int(self, "n_heads", minimum=1)
         _check_int(self, "d_mlp", minimum=1)
@@ -159,6 +158,22 @@ class Config:
         _check_int(self, "epochs", minimum=0)
         _check_int(self, "eval_every", minimum=1)
         _check_int(self, "checkpoint_every", minimum=1)
+
+    def _check_symmetry(self) -> None:
+        """A model symmetric in a and b (registry.SYMMETRIC_FAMILIES) fits only commutative operations,
+        and only such a model may train on the unordered pairs (the mirrored half is in neither set)."""
+        symmetric = self.family in SYMMETRIC_FAMILIES
+        if symmetric and self.op not in COMMUTATIVE:
+            raise ValueError(
+                f"op={self.op!r}: the {self.family} family is symmetric in a and b (E[a] W_in + E[b] W_in), so it "
+                f"cannot compute a non-commutative operation; pass one of {sorted(COMMUTATIVE)}"
+            )
+        if self.pairs == "unordered" and not symmetric:
+            raise ValueError(
+                f"pairs='unordered' (a split of the pairs a <= b) needs a family symmetric in a and b "
+                f"({sorted(SYMMETRIC_FAMILIES)}), not family={self.family!r}, which would never see (b, a); "
+                "pass pairs='ordered'"
+            )
 
     # derived fields
     @property

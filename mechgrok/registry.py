@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mechgrok.models.family import ModelFamily
 
-__all__ = ["TASKS", "FAMILIES", "FAMILY_TASKS", "FAMILY_ACTIVATIONS", "task_class", "family", "register_task", "register_family"]
+__all__ = ["TASKS", "FAMILIES", "FAMILY_TASKS", "FAMILY_ACTIVATIONS", "SYMMETRIC_FAMILIES", "task_class", "family", "register_task", "register_family"]
 
 # task kind -> "module:Class" of a mechgrok.tasks.base.Task subclass
 TASKS: dict[str, str] = {
@@ -35,6 +35,10 @@ FAMILIES: dict[str, str] = {
 
 # family name -> the task it trains on (absent: "modular"); read by Config without importing it
 FAMILY_TASKS: dict[str, str] = {"parity_mlp": "parity"}
+
+# families whose output is symmetric in a and b (E[a] W_in + E[b] W_in): they can train on the
+# unordered pairs a <= b, and only on commutative operations
+SYMMETRIC_FAMILIES: frozenset[str] = frozenset({"mlp", "mlp_unfactored", "mlp_collapsed_in", "mlp_collapsed_out", "circle"})
 
 # family name -> the activation functions it offers (absent: relu only)
 FAMILY_ACTIVATIONS: dict[str, tuple[str, ...]] = {"circle": ("relu", "x2")}

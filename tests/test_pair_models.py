@@ -108,9 +108,15 @@ def test_unordered_split_covers_pairs_a_le_b_once():
     assert not torch.equal(unordered_split(11, 0.4, 1).train, split.train)
 
 
-def test_unordered_pairs_need_a_commutative_op():
-    with pytest.raises(ValueError, match="pairs='unordered' needs a commutative op"):
-        Config(p=11, op="sub", pairs="unordered")
+def test_symmetric_families_need_a_commutative_op_and_only_they_take_unordered_pairs():
+    with pytest.raises(ValueError, match="op='sub': the mlp family is symmetric in a and b"):
+        Config(p=11, family="mlp", op="sub")
+    with pytest.raises(ValueError, match="pairs='unordered' .* not family='transformer'"):
+        Config(p=11, pairs="unordered")
+    with pytest.raises(ValueError, match="the circle family's embedding is \\(cos, sin\\), 2 wide"):
+        Config(p=11, family="circle", d_model=3)
+    assert Config(p=11, family="mlp", op="mul", pairs="unordered").op == "mul"
+    assert Config(task="parity", family="parity_mlp", op="sub").op == "sub"  # the modular fields are ignored
 
 
 def test_parity_data_train_sets_are_prefixes_and_the_test_set_is_shared():
@@ -183,3 +189,25 @@ def test_fourier_readouts_and_ablations_read_the_mlps_through_their_hooks(family
         assert removed.loss_all != pytest.approx(base.loss_all, rel=1e-4)
     with pytest.raises(ValueError, match="no attention"):
         circuits.attention_readout(acts.attention)
+
+
+def test_the_transformer_analyses_refuse_the_parity_task_and_the_mlp_runs_by_name(tmp_path):
+    from mechgrok.analysis.progress import compute_measures
+
+    cfg = config("parity_mlp")
+    model = registry.family("parity_mlp").build(cfg)
+    attach(model, cfg, run_data(cfg).split)
+    with pytest.raises(ValueError, match="defined for modular arithmetic only, not parity of the first 3 of 8 random bits"):
+        circuits.gather_activations(model)
+    mlp = config("mlp")
+    write_config(tmp_path, mlp)
+    with pytest.raises(ValueError, match="progress measures are computed for the transformer family"):
+        compute_measures(tmp_path)
+
+
+def test_reproduce_pair_refuses_a_missing_device_before_writing(tmp_path, capsys):
+    from mechgrok.cli import main
+
+    assert main(["reproduce", "pair2023", "--out", str(tmp_path / "pair"), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "pair").exists()

@@ -49,7 +49,7 @@ from mechgrok import hooks, registry
 from mechgrok.hooks import HookFn
 from mechgrok.analysis import fourier
 from mechgrok.runs import RunInfo, attached
-from mechgrok.tasks.modular import require_fourier
+from mechgrok.tasks.modular import ModularTask, require_fourier
 from mechgrok.scoring import AblationResult, accuracy, cross_entropy, p_of_logits, score, task_logits
 
 __all__ = [
@@ -89,6 +89,9 @@ DEFAULT_FAMILY = "transformer"
 def grid_task(model: torch.nn.Module, analysis: str = "running the model on the input grid") -> RunInfo:
     """The model's run info, if its task lists all p² pairs in grid order (every op but 'div')."""
     info = attached(model)
+    if not isinstance(info.task, ModularTask):
+        raise ValueError(f"{analysis} is defined for modular arithmetic only, not {info.task.describe()} "
+                         f"(task={info.config.task!r})")
     if not info.task.is_grid:
         raise ValueError(
             f"{analysis} needs all p² pairs in grid order, but op={info.task.op!r} lists {info.task.n_pairs} "

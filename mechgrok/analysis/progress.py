@@ -267,6 +267,9 @@ def compute_measures(
     if not (run_dir / runs.CONFIG_FILE).exists():
         raise ValueError(f"{run_dir} is not a mechgrok run folder (no {runs.CONFIG_FILE}); train one with `mechgrok train --out {run_dir}`")
     cfg = runs.read_config(run_dir)
+    if cfg.task != "modular" or cfg.family != "transformer":
+        raise ValueError(f"the progress measures are computed for the transformer family on modular arithmetic; "
+                         f"{run_dir} is a {cfg.family} run on task {cfg.task!r}. Its figures: docs/pair2023.md")
     task = ModularTask(cfg.p, cfg.op)
     require_fourier(task, "compute_measures")
     saved = runs.checkpoint_epochs(run_dir)
