@@ -31,7 +31,12 @@ def loss_dtype(name: str | torch.dtype) -> torch.dtype:
 
 @dataclass(frozen=True)
 class AblationResult:
-    """Loss (cross-entropy) and accuracy of a model run on all p² inputs."""
+    """Loss (cross-entropy) and accuracy of a model run on all p² inputs.
+
+    ``train`` and ``test`` are the run's split; ``all`` is every input of the grid. For a split of
+    the unordered pairs (``pairs='unordered'``) train and test hold pairs a <= b only, and ``all``
+    also counts their mirrors (b, a), which a symmetric model answers alike.
+    """
 
     loss_train: float
     loss_test: float

@@ -63,7 +63,9 @@ def test_report_and_summary_are_written(reproduced):
     for name in PAIR_FIGURE_NAMES:
         assert f'data-figure="{name}"' in page
     summary = json.loads(reproduced.summary_path.read_text())
-    assert set(summary["main_grokked"]) <= {0, 1}
+    expect = [seed for seed, m in reproduced.summary["main"].items() if m["test_acc_step"] is not None]
+    assert summary["main_grokked"] == expect
+    assert summary["regime_counts"] == reproduced.summary["regime_counts"]
 
 
 def test_summary_numbers_come_from_the_run_folders(reproduced):

@@ -54,8 +54,8 @@ def variant_config(family: str, seed: int = 0, **changes) -> Config:
 
 
 def no_weight_decay_config(seed: int = 0, **changes) -> Config:
-    """The main model without weight decay: it starts generalising, then memorises (the explorable's
-    own run of this is a smaller model whose settings it does not give; ours is the main model)."""
+    """The main model without weight decay. The explorable shows a smaller model, whose settings it
+    does not give, start to generalise and then memorise; this preset is the main model itself."""
     return main_config(seed, weight_decay=0.0, **changes)
 
 
