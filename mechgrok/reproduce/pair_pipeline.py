@@ -126,7 +126,8 @@ def frequency_readout(folder: str | Path) -> dict[str, Any]:
     return {
         "frequencies": sorted(groups),
         "group_sizes": {int(k): len(v) for k, v in groups.items()},
-        "own_frequency_energy": float(own.mean()),
+        "own_frequency_energy": float(own.mean()),  # mean over neurons
+        "own_frequency_energy_min": float(own.min()),
         "wave_r2": {int(k): float(f.r2) for k, f in fits.items()},
         "wave_r2_centred": {int(k): float(f.r2_centred) for k, f in fits.items()},
     }
@@ -179,7 +180,7 @@ def regime_order_agreement(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def summarise(out: str | Path, sweeps: dict[str, Sweep], results: dict[str, pd.DataFrame]) -> dict[str, Any]:
+def summarise(out: str | Path, sweeps: dict[str, Sweep]) -> dict[str, Any]:
     """The numbers the report states, each read from the run folders."""
     out = Path(out)
     folders = {name: [out / name / run.name for run in sweep.runs] for name, sweep in sweeps.items()}
@@ -309,10 +310,10 @@ def reproduce_pair(out: str | Path = DEFAULT_OUT, *, full: bool = False, executo
         raise ValueError(f"sweeps must name the experiments {list(EXPERIMENTS)}, not {sorted(sweeps)}")
     out = Path(out)
     t0 = time.perf_counter()
-    results = train_all(out, sweeps, executor=executor, workers=workers, device=device, threads=threads,
-                        progress=progress, on_step=on_step)
+    train_all(out, sweeps, executor=executor, workers=workers, device=device, threads=threads,
+              progress=progress, on_step=on_step)
     t_train = time.perf_counter() - t0
-    summary = summarise(out, sweeps, results)
+    summary = summarise(out, sweeps)
     report, summary_path = build_report(out, sweeps, summary)
     seconds = {"train": t_train, "total": time.perf_counter() - t0}
     return PairResult(out, summary, report, summary_path, seconds)
