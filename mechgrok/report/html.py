@@ -206,6 +206,9 @@ def _summary_value(value: Any) -> Any:
     if isinstance(value, pd.DataFrame):
         return f"a table of {len(value):,} row{'s' if len(value) != 1 else ''} (in {SUMMARY_FILE})"
     if isinstance(value, dict):
+        if any(isinstance(v, (dict, list, tuple, pd.DataFrame)) for v in value.values()):
+            # nested records (one per seed, say) make an unreadable cell: their tables are below
+            return f"{len(value):,} entr{'ies' if len(value) != 1 else 'y'}: {', '.join(map(str, value))} (in {SUMMARY_FILE})"
         return "; ".join(f"{k}: {_plain(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return ", ".join(_plain(v) for v in value)

@@ -259,20 +259,25 @@ def build_figures(out: str | Path) -> list:
     return [make_figure(name, out) for name in PAIR_FIGURE_NAMES]
 
 
+def _step(step: int | None) -> str:
+    """A step for a table cell: 27,800, or "never" (a column mixing None and ints prints as floats)."""
+    return "never" if step is None else f"{step:,}"
+
+
 def summary_tables(summary: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """The report's tables: the main seeds, the variants, the circle seeds, the parity runs, the regimes."""
-    main = pd.DataFrame([{"seed": seed, "train acc 0.99 at": m["train_acc_step"], "test acc 0.99 at": m["test_acc_step"],
+    main = pd.DataFrame([{"seed": seed, "train acc 0.99 at": _step(m["train_acc_step"]), "test acc 0.99 at": _step(m["test_acc_step"]),
                           "final test acc": m["final_test_acc"], "frequencies": " ".join(map(str, m["frequencies"])),
                           "group sizes": " ".join(f"{k}:{n}" for k, n in m["group_sizes"].items()),
                           "wave R² (min)": min(m["wave_r2"].values()), "train time (s)": m["elapsed_s"]}
                          for seed, m in summary["main"].items()])
-    variants = pd.DataFrame([{"family": f, "test acc 0.99 at": v["test_acc_step"], "max train acc": v["max_train_acc"],
+    variants = pd.DataFrame([{"family": f, "test acc 0.99 at": _step(v["test_acc_step"]), "max train acc": v["max_train_acc"],
                               "final train acc": v["final_train_acc"], "final test acc": v["final_test_acc"],
                               "peak test acc": v["peak_test_acc"]} for f, v in summary["variants"].items()])
     circle = pd.DataFrame([{"seed": seed, "solved": c["final_test_acc"] >= 1.0, "final test acc": c["final_test_acc"],
                             **{f"final {k}": v for k, v in c["final"].items()},
                             **{f"initial {k}": v for k, v in c["initial"].items()}} for seed, c in summary["circle"].items()])
-    parity_runs = pd.DataFrame([{"λ (L1)": lam, "test acc 0.99 at": r["test_acc_step"], "final test acc": r["final_test_acc"],
+    parity_runs = pd.DataFrame([{"λ (L1)": lam, "test acc 0.99 at": _step(r["test_acc_step"]), "final test acc": r["final_test_acc"],
                                  "parity-bit share of Σw²": r["parity_share"], "parity-bit mean |w|": r["parity_mean_abs"],
                                  "distractor mean |w|": r["distractor_mean_abs"]} for lam, r in summary["parity"].items()])
     counts = pd.DataFrame([summary["regime_counts"]])
