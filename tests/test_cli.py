@@ -164,8 +164,11 @@ def test_resume_message_comes_first_and_ctrl_c_hint_once(tmp_path):
     out = tmp_path / "run"
     assert main(["train", *SMALL, "--epochs", "20", "--out", str(out)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Ctrl-C as from a terminal: the default SIGINT disposition (a test runner's worker may ignore
+    # SIGINT, and a child inherits that, so a signal sent before the trainer's handler would be lost)
     proc = subprocess.Popen(CLI + ["train", "--out", str(out), "--epochs", "1000000", "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = proc.stdout.readline()
     # printed at the start, while training is still running (not once it has ended)
     assert first.startswith(f"resuming {out} from epoch 20") and proc.poll() is None

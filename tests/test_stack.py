@@ -120,7 +120,7 @@ def test_the_hand_written_parity_step_equals_the_family_forward_under_autograd(l
 
 
 MODULAR_FAMILIES = [MODULAR.replace(family=f) for f in ("mlp", "mlp_unfactored", "mlp_collapsed_in", "mlp_collapsed_out")] + [
-    MODULAR.replace(family="circle", act_fn=act, d_mlp=5) for act in ("relu", "x2")]
+    MODULAR.replace(family="circle", act_fn=act, d_model=2, d_mlp=5) for act in ("relu", "x2")]
 
 
 @pytest.mark.parametrize("cfg", MODULAR_FAMILIES, ids=lambda c: f"{c.family}-{c.act_fn}")
@@ -252,7 +252,7 @@ def test_configs_of_different_stack_keys_train_in_separate_stacks(tmp_path):
 @pytest.mark.parametrize("cfg", [
     PARITY.replace(n_train=200, lr=1e-2, weight_decay=1e-3, decay="l1", epochs=400),
     MODULAR.replace(lr=1e-2, epochs=400),
-    Config(p=11, family="circle", act_fn="x2", d_mlp=5, frac_train=0.6, lr=1e-2, weight_decay=1e-3, epochs=400,
+    Config(p=11, family="circle", act_fn="x2", d_model=2, d_mlp=5, frac_train=0.6, lr=1e-2, weight_decay=1e-3, epochs=400,
            eval_every=50, checkpoint_every=200, loss_dtype="float32"),
 ], ids=["parity_mlp", "mlp", "circle"])
 def test_each_family_trains_and_its_loss_falls(tmp_path, cfg):
