@@ -10,6 +10,7 @@ its weights are cached in the system temp folder so later test processes skip th
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import tempfile
@@ -53,12 +54,20 @@ def _trained_state(p: int, epochs: int, d_model: int, d_mlp: int, seed: int) -> 
     split = make_split(task.n_pairs, cfg.frac_train, cfg.seed)
     model = build_model(cfg, split=split)
     path = CACHE / f"grokked-p{p}-e{epochs}-dm{d_model}-mlp{d_mlp}-s{seed}-torch{torch.__version__}-src{_source_hash()}.pt"
-    try:
-        state = torch.load(path, weights_only=True)
-        model.load_state_dict(state)  # fails, and we retrain, if the model's layout changed
-        return cfg, state, split
-    except Exception:  # missing, stale or corrupt cache: retrain
-        pass
+    CACHE.mkdir(exist_ok=True)
+    # one test process trains it while the others (pytest-xdist workers) wait, then read the file
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            state = torch.load(path, weights_only=True)
+            model.load_state_dict(state)  # fails, and we retrain, if the model's layout changed
+            return cfg, state, split
+        except Exception:  # missing, stale or corrupt cache: retrain
+            pass
+        return _train_and_cache(cfg, model, task, split, epochs, path)
+
+
+def _train_and_cache(cfg, model, task, split, epochs, path):
     tokens, labels = task.tokens()[split.train], task.labels()[split.train]
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
@@ -77,7 +86,6 @@ def _trained_state(p: int, epochs: int, d_model: int, d_mlp: int, seed: int) -> 
     finally:
         torch.set_num_threads(threads)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    CACHE.mkdir(exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save(state, tmp)
     tmp.replace(path)  # atomic, so a parallel test process never reads half a file

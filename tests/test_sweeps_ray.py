@@ -53,6 +53,7 @@ def test_a_ray_sweep_equals_the_process_pool_sweep(cluster, process_pool_sweep, 
     assert again == []  # nothing left to train: no task was sent
 
 
+@pytest.mark.slow  # a second Python process that imports mechgrok and connects: ~20 s; the in-process driver test stays
 def test_a_driver_that_connects_by_address_equals_the_process_pool_sweep(cluster, process_pool_sweep, tmp_path):
     code = (
         "import json, sys\n"
