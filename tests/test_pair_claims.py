@@ -11,7 +11,8 @@ import torch
 from mechgrok import runs
 from mechgrok.analysis import constructions, parity, regimes, waves
 from mechgrok.reproduce import pair2023 as P
-from mechgrok.reproduce.pair_pipeline import first_step, frequency_readout
+from mechgrok.report.figures import first_epoch_reaching as first_step
+from mechgrok.reproduce.pair_pipeline import frequency_readout
 from mechgrok.training.stack import train_stack
 
 

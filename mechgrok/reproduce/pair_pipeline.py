@@ -40,6 +40,7 @@ from mechgrok.analysis import circuits, constructions, parity, regimes, waves
 from mechgrok.reproduce import pair2023 as P
 from mechgrok.report import PAIR_FIGURE_NAMES
 from mechgrok.report import pair2023 as figures
+from mechgrok.report.figures import GROKKED_TEST_ACCURACY, first_epoch_reaching
 from mechgrok.report.html import SUMMARY_FILE
 from mechgrok.sweeps import MANIFEST_FILE, Sweep, read_manifest, run_sweep
 
@@ -48,7 +49,7 @@ __all__ = ["EXPERIMENTS", "DEFAULT_OUT", "GROKKED", "plan", "train_all", "summar
 
 DEFAULT_OUT = "runs/pair2023"
 EXPERIMENTS = ("main", "variants", "no_weight_decay", "circle", "parity", "regimes")
-GROKKED = 0.99  # test accuracy that counts as generalised (as in mechgrok.report.figures)
+GROKKED = GROKKED_TEST_ACCURACY  # accuracy that counts as reached: 0.99, the Nanda report's rule too
 MAIN_SEEDS = (0, 1, 2)
 CIRCLE_SEEDS = tuple(range(10))
 PARITY_L1 = (1e-5, 1e-4, 1e-3, 3e-3)
@@ -81,12 +82,6 @@ def train_all(out: str | Path, sweeps: dict[str, Sweep], *, executor: str = "pro
 
 
 # ----------------------------------------------------------------------------- what the runs show
-def first_step(metrics: pd.DataFrame, column: str, level: float = GROKKED) -> int | None:
-    """The first logged step at which ``column`` reached ``level`` (None if it never did)."""
-    hit = metrics.loc[metrics[column] >= level, "epoch"]
-    return int(hit.iloc[0]) if len(hit) else None
-
-
 def run_curve(folder: str | Path) -> dict[str, Any]:
     """One run's milestones: when train and test accuracy reached 0.99, final and best numbers."""
     metrics = runs.read_metrics(Path(folder))
@@ -95,8 +90,8 @@ def run_curve(folder: str | Path) -> dict[str, Any]:
     last = metrics.iloc[-1]
     best = metrics.loc[metrics["test_acc"].idxmax()]
     return {
-        "train_acc_step": first_step(metrics, "train_acc"),
-        "test_acc_step": first_step(metrics, "test_acc"),
+        "train_acc_step": first_epoch_reaching(metrics, "train_acc"),
+        "test_acc_step": first_epoch_reaching(metrics, "test_acc"),
         "final_step": int(last["epoch"]),
         "final_train_loss": float(last["train_loss"]),
         "final_test_loss": float(last["test_loss"]),
