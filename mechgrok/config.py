@@ -7,12 +7,13 @@ are properties, so they can never disagree with the fields they come from. Every
 validated on construction; a bad value raises ``ValueError`` naming the field, the value,
 what is allowed and the fix.
 
-``task`` names the task in :mod:`mechgrok.registry` (modular arithmetic, or sparse parity);
-fields of the other tasks are ignored by it, and each family declares the one task it
-trains on (``registry.FAMILY_TASKS``).
+``task`` names the task in :mod:`mechgrok.registry` (modular arithmetic, sparse parity, and the
+Alignment Forum post's sequence tasks: digit addition, repeated subsequences, max of a list);
+fields of the other tasks are ignored by it, and each family declares the tasks it trains on
+(``registry.FAMILY_TASKS``).
 
-Serialised configs carry a schema version (``SCHEMA_VERSION``). Version 3 must name every
-field; versions 1 and 2 (written before the fields that later versions added) are read with
+Serialised configs carry a schema version (``SCHEMA_VERSION``). Version 4 must name every
+field; versions 1 to 3 (written before the fields that later versions added) are read with
 those fields set to the only values those versions had.
 
 This module imports no torch, so the command line starts fast.
@@ -27,8 +28,8 @@ from typing import Any
 
 from mechgrok.registry import FAMILIES, FAMILY_ACTIVATIONS, FAMILY_TASKS, SYMMETRIC_FAMILIES, TASKS
 
-SCHEMA_VERSION = 3
-READABLE_SCHEMAS = (1, 2, 3)
+SCHEMA_VERSION = 4
+READABLE_SCHEMAS = (1, 2, 3, 4)
 
 INITS = ("paper", "transformer_lens")
 LOSS_DTYPES = ("float64", "float32")
@@ -44,6 +45,12 @@ DECAYS = ("l2", "l1")
 # mean over all outputs of one-hot x log-softmax that Pearce et al.'s code minimises.
 LOSS_SCALES = ("mean", "per_output")
 
+# Where a run's train examples come from: "fixed", one train set (a split of the modular pairs,
+# or n_train examples drawn once); "fresh", batch_size new examples every step ("infinite data").
+DATA_MODES = ("fixed", "fresh")
+# Tasks whose examples are drawn from a generator, so that "fresh" data exists for them.
+SAMPLED_TASKS = frozenset({"parity", "addition", "induction", "max_list"})
+
 # Modular-arithmetic operations (their formulas live in mechgrok.tasks.modular).
 OPERATION_NAMES = ("add", "sub", "mul", "div", "x2xyy2")
 # Operations that need every b != 0 to have an inverse mod p, i.e. p prime.
@@ -54,6 +61,9 @@ _V1_DEFAULTS = {"family": "transformer", "loss_dtype": "float64"}
 # Fields added by schema version 3, with the value every version-1 and -2 run had.
 _V2_DEFAULTS = {"task": "modular", "pairs": "ordered", "n_bits": 30, "parity_bits": 3, "n_train": 1200,
                 "n_test": 5000, "act_fn": "relu", "decay": "l2", "loss_scale": "mean"}
+# Fields added by schema version 4, with the value every version-1 to -3 run had.
+_V3_DEFAULTS = {"n_digits": 5, "seq_len": 12, "n_symbols": 10, "repeat_len": 4, "data": "fixed", "n_layers": 1,
+                "attn_only": False, "batch_size": 0}
 
 
 def _group(name: str, default: Any) -> Any:
@@ -73,13 +83,20 @@ class Config:
     pairs: str = _group("task", "ordered")
     n_bits: int = _group("task", 30)  # sparse parity: bits per string
     parity_bits: int = _group("task", 3)  # sparse parity: the label is the parity of the first parity_bits
-    n_train: int = _group("task", 1200)  # sparse parity: train strings (frac_train is modular's)
-    n_test: int = _group("task", 5000)  # sparse parity: test strings
+    n_train: int = _group("task", 1200)  # sampled tasks: train examples (frac_train is modular's)
+    n_test: int = _group("task", 5000)  # sampled tasks: test examples
+    n_digits: int = _group("task", 5)  # addition: digits per operand (the answer has n_digits + 1)
+    seq_len: int = _group("task", 12)  # induction: tokens per sequence; max_list: entries per list
+    n_symbols: int = _group("task", 10)  # induction: token vocabulary; max_list: ordinary entries (as many special)
+    repeat_len: int = _group("task", 4)  # induction: length of the repeated subsequence
+    data: str = _group("task", "fixed")  # "fixed" train set, or "fresh" batches every step (sampled tasks)
     # model
     family: str = _group("model", "transformer")
     d_model: int = _group("model", 128)
     n_heads: int = _group("model", 4)
     d_mlp: int = _group("model", 512)
+    n_layers: int = _group("model", 1)  # the sequence transformer's blocks
+    attn_only: bool = _group("model", False)  # the sequence transformer without MLPs
     init: str = _group("model", "paper")
     act_fn: str = _group("model", "relu")
     # optimiser
@@ -91,6 +108,7 @@ class Config:
     loss_dtype: str = _group("optimiser", "float64")
     decay: str = _group("optimiser", "l2")
     loss_scale: str = _group("optimiser", "mean")
+    batch_size: int = _group("optimiser", 0)  # examples per step; 0: the whole train set (full batch)
     # schedule
     epochs: int = _group("schedule", 20_000)
     eval_every: int = _group("schedule", 10)
@@ -113,13 +131,14 @@ class Config:
         _check_int(self, "n_train", minimum=1)
         _check_int(self, "n_test", minimum=1)
         _check_choice(self, "family", tuple(FAMILIES))
-        family_task = FAMILY_TASKS.get(self.family, "modular")
-        if family_task != self.task:
-            fits = sorted(f for f in FAMILIES if FAMILY_TASKS.get(f, "modular") == self.task)
+        family_tasks = family_tasks_of(self.family)
+        if self.task not in family_tasks:
+            fits = sorted(f for f in FAMILIES if self.task in family_tasks_of(f))
             raise ValueError(
-                f"family={self.family!r} trains on task {family_task!r}, not task={self.task!r}; "
+                f"family={self.family!r} trains on task {' or '.join(map(repr, family_tasks))}, not task={self.task!r}; "
                 f"for task={self.task!r} pass one of the families {fits}"
             )
+        self._check_sequence_fields()
         if self.task == "modular":
             self._check_symmetry()
         if self.family == "circle" and self.d_model != 2:
@@ -159,6 +178,37 @@ class Config:
         _check_int(self, "eval_every", minimum=1)
         _check_int(self, "checkpoint_every", minimum=1)
 
+    def _check_sequence_fields(self) -> None:
+        for name in ("n_digits", "seq_len", "n_symbols", "repeat_len", "n_layers"):
+            _check_int(self, name, minimum=1)
+        _check_int(self, "batch_size", minimum=0)
+        _check_choice(self, "data", DATA_MODES)
+        if not isinstance(self.attn_only, bool):
+            raise ValueError(f"attn_only={self.attn_only!r} must be true or false")
+        if self.data == "fresh":
+            if self.task not in SAMPLED_TASKS:
+                raise ValueError(
+                    f"data='fresh' draws new examples every step, but task={self.task!r} has a fixed set of examples; "
+                    f"pass data='fixed' (fresh data exists for {sorted(SAMPLED_TASKS)})"
+                )
+            if self.batch_size == 0:
+                raise ValueError("data='fresh' needs batch_size > 0 (how many new examples each step); pass e.g. batch_size=128")
+        if self.task == "induction":
+            if self.n_symbols < 2:
+                raise ValueError(f"n_symbols={self.n_symbols}: the induction task needs at least 2 tokens; pass e.g. n_symbols=10")
+            if not 2 <= self.repeat_len <= self.seq_len // 2:
+                raise ValueError(
+                    f"repeat_len={self.repeat_len} must be in [2, seq_len // 2 = {self.seq_len // 2}] so the subsequence "
+                    "and its repeat fit in one sequence; pass e.g. seq_len=16, repeat_len=4"
+                )
+        if self.task == "max_list" and self.seq_len < 2:
+            raise ValueError(f"seq_len={self.seq_len}: a list needs at least 2 entries; pass e.g. seq_len=10")
+        if self.family != "sequence_transformer" and (self.n_layers != 1 or self.attn_only):
+            raise ValueError(
+                f"n_layers={self.n_layers}, attn_only={self.attn_only}: only family='sequence_transformer' has a "
+                "choice of depth and MLPs; pass n_layers=1, attn_only=False"
+            )
+
     def _check_symmetry(self) -> None:
         """A model symmetric in a and b (registry.SYMMETRIC_FAMILIES) fits only commutative operations,
         and only such a model may train on the unordered pairs (the mirrored half is in neither set)."""
@@ -178,17 +228,25 @@ class Config:
     # derived fields
     @property
     def d_vocab(self) -> int:
-        """Input vocabulary: the p residues plus the ``=`` token, whose index is p (parity: the bits 0, 1)."""
-        return 2 if self.task == "parity" else self.p + 1
+        """Input vocabulary: the p residues plus the ``=`` token, whose index is p (parity: the bits 0, 1;
+        addition: the digits, ``+`` and ``=``; induction: the symbols; max_list: ordinary and special
+        entries, START and END). The tasks' own classes agree (``tests/test_sequence_tasks.py``)."""
+        return {"parity": 2, "addition": 12, "induction": self.n_symbols, "max_list": 2 * self.n_symbols + 2}.get(
+            self.task, self.p + 1)
 
     @property
     def d_vocab_out(self) -> int:
-        """Output logits: the p residues (parity: 2, the labels 0 and 1)."""
-        return 2 if self.task == "parity" else self.p
+        """Output logits: the p residues (parity: 2, the labels 0 and 1; addition: the 10 digits;
+        induction: the symbols; max_list: the whole vocabulary)."""
+        return {"parity": 2, "addition": 10, "induction": self.n_symbols, "max_list": 2 * self.n_symbols + 2}.get(
+            self.task, self.p)
 
     @property
     def n_ctx(self) -> int:
-        return self.n_bits if self.task == "parity" else 3
+        """Input positions: [a, b, =]; n_bits; addition's a + b = and all answer digits but the last
+        (3 n_digits + 2); induction's seq_len; max_list's START, the entries and END (seq_len + 2)."""
+        return {"parity": self.n_bits, "addition": 3 * self.n_digits + 2, "induction": self.seq_len,
+                "max_list": self.seq_len + 2}.get(self.task, 3)
 
     @property
     def d_head(self) -> int:
@@ -226,6 +284,8 @@ class Config:
             data = {**_V1_DEFAULTS, **data}
         if schema_version in (1, 2):
             data = {**_V2_DEFAULTS, **data}
+        if schema_version in (1, 2, 3):
+            data = {**_V3_DEFAULTS, **data}
         missing = sorted(known - set(data))
         if missing:
             raise ValueError(
@@ -236,6 +296,12 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def family_tasks_of(family: str) -> tuple[str, ...]:
+    """The tasks a family trains on (``registry.FAMILY_TASKS``; absent: modular arithmetic only)."""
+    tasks = FAMILY_TASKS.get(family, "modular")
+    return (tasks,) if isinstance(tasks, str) else tuple(tasks)
 
 
 def field_group(name: str) -> str:

@@ -19,6 +19,10 @@ __all__ = ["TASKS", "FAMILIES", "FAMILY_TASKS", "FAMILY_ACTIVATIONS", "SYMMETRIC
 TASKS: dict[str, str] = {
     "modular": "mechgrok.tasks.modular:ModularTask",
     "parity": "mechgrok.tasks.parity:ParityTask",
+    # the Alignment Forum post's sequence tasks (mechgrok.tasks.sequence)
+    "addition": "mechgrok.tasks.sequence:AdditionTask",
+    "induction": "mechgrok.tasks.sequence:InductionTask",
+    "max_list": "mechgrok.tasks.sequence:MaxListTask",
 }
 
 # family name -> "module:attribute" of a mechgrok.models.family.ModelFamily
@@ -31,10 +35,16 @@ FAMILIES: dict[str, str] = {
     "mlp_collapsed_out": "mechgrok.models.mlp:COLLAPSED_OUT",
     "circle": "mechgrok.models.circle:FAMILY",
     "parity_mlp": "mechgrok.models.parity:FAMILY",
+    # a HookedTransformer of any depth, with or without MLPs, on the sequence tasks (mechgrok.models.sequence)
+    "sequence_transformer": "mechgrok.models.sequence:FAMILY",
 }
 
-# family name -> the task it trains on (absent: "modular"); read by Config without importing it
-FAMILY_TASKS: dict[str, str] = {"parity_mlp": "parity"}
+# family name -> the task, or tuple of tasks, it trains on (absent: "modular"); read by Config
+# without importing it (config.family_tasks_of)
+FAMILY_TASKS: dict[str, str | tuple[str, ...]] = {
+    "parity_mlp": "parity",
+    "sequence_transformer": ("addition", "induction", "max_list"),
+}
 
 # families whose output is symmetric in a and b (E[a] W_in + E[b] W_in): they can train on the
 # unordered pairs a <= b, and only on commutative operations
@@ -66,12 +76,15 @@ def register_task(name: str, target: str) -> None:
     _register(TASKS, "task", name, target)
 
 
-def register_family(name: str, target: str, *, task: str = "modular") -> None:
-    """Register ``"module:attribute"`` (a ``ModelFamily``) as family ``name``, trained on ``task``."""
-    if task not in TASKS:
-        raise ValueError(f"task={task!r} is not a registered task {sorted(TASKS)}; register the task first")
+def register_family(name: str, target: str, *, task: str | tuple[str, ...] = "modular") -> None:
+    """Register ``"module:attribute"`` (a ``ModelFamily``) as family ``name``, trained on ``task``
+    (a task name, or a tuple of them)."""
+    tasks = (task,) if isinstance(task, str) else tuple(task)
+    for t in tasks:
+        if t not in TASKS:
+            raise ValueError(f"task={t!r} is not a registered task {sorted(TASKS)}; register the task first")
     _register(FAMILIES, "family", name, target)
-    if task != "modular":
+    if tasks != ("modular",):
         FAMILY_TASKS[name] = task
 
 
