@@ -71,6 +71,8 @@ __all__ = [
     "excluded_logits",
     "restricted_loss",
     "excluded_loss",
+    "excluded_logits_train_fit",
+    "excluded_loss_train_fit",
     "frequency_ablation_losses",
     "cluster_approximation_hook",
     "neuron_projection_hook",
@@ -340,6 +342,48 @@ def excluded_loss(
 
     ``sign`` +1 (default) for op='add', -1 for op='sub'."""
     return cross_entropy(excluded_logits(logits, key_freqs, sign=sign)[train], labels[train]).item()
+
+
+# The paper's excluded loss removes the key-frequency directions with coefficients fitted on all p²
+# inputs (an orthogonal projection over the whole grid), so the train loss it reports depends on the
+# test inputs' logits too; the Alignment Forum post points this out. The train-only variant fits
+# the coefficients on the train rows alone.
+def excluded_logits_train_fit(
+    logits: Float[Tensor, "batch d_vocab_out"], key_freqs: Iterable[int], train: Int[Tensor, "n_train"], *,
+    sign: int = +1,
+) -> Float[Tensor, "n_train c"]:
+    """The train rows' logits minus their key-frequency part, fitted on the train rows only (float64).
+
+    Per class c, least squares over the train inputs: L[train, c] ≈ μ_c + Σ_j C_jc d_j[train], with d_j
+    the cos/sin(w_k(a + sign·b)) directions of the key frequencies and μ_c a per-class constant; the
+    result is L[train] − Σ_j C_jc d_j[train] (μ stays, as the paper's projection leaves the mean).
+    Only the rows ``train`` of ``logits`` are read (``logits`` still spans all p² inputs in grid
+    order, so that p and the directions are those of :func:`excluded_logits`). With every input
+    in ``train`` it equals :func:`excluded_logits`, since on the whole grid the directions are
+    orthonormal and orthogonal to constants.
+    """
+    p = p_of_logits(logits)
+    train = torch.as_tensor(train, dtype=torch.long)
+    x = task_logits(logits, p).double()[train]
+    d = fourier.frequency_directions_2d(p, key_freqs, "sum", sign)[:, train].T  # [n_train, 2K]
+    design = torch.cat([torch.ones(len(train), 1, dtype=torch.float64), d], dim=1)
+    coef = torch.linalg.lstsq(design, x).solution  # [1 + 2K, c]
+    return x - d @ coef[1:]
+
+
+def excluded_loss_train_fit(
+    logits: Float[Tensor, "batch d_vocab_out"],
+    labels: Int[Tensor, "batch"],
+    key_freqs: Iterable[int],
+    train: Int[Tensor, "n_train"],
+    *,
+    sign: int = +1,
+) -> float:
+    """The train loss of :func:`excluded_logits_train_fit`: excluded loss with the directions'
+    coefficients fitted on the train inputs alone, so no test input's logit enters it (beside the
+    paper's :func:`excluded_loss`, fitted on all p² inputs). ``labels`` over all p² inputs."""
+    train = torch.as_tensor(train, dtype=torch.long)
+    return cross_entropy(excluded_logits_train_fit(logits, key_freqs, train, sign=sign), labels[train]).item()
 
 
 def frequency_ablation_losses(

@@ -11,6 +11,9 @@ train_acc, test_acc            argmax accuracy on each split
 restricted_loss                the logits projected onto cos/sin(w_k(a+b)) (a-b for op='sub') of
                                the key frequencies, plus each class's mean logit; loss on all p² inputs
 excluded_loss                  the logits minus that projection; loss on the train inputs
+excluded_loss_train_fit        the same with the directions' coefficients fitted by least squares on
+                               the train inputs only (with a per-class constant), so no test
+                               logit enters it (``ablations.excluded_loss_train_fit``)
 excluded_loss[k]               the same with only key frequency k removed
 test_restricted_ratio          test_loss / restricted_loss
 gini_W_E, gini_W_L             Gini coefficient of the norms of the p-1 non-constant Fourier
@@ -87,7 +90,8 @@ MEASURES_FILE = "progress.csv"
 META_FILE = "progress.json"
 # Bump when a measure's definition changes: cached tables of another version are recomputed.
 # 3: op='sub' runs use their own labels and cos/sin(w(a-b)) (version 2 measured them as addition).
-MEASURES_VERSION = 3
+# 4: the column excluded_loss_train_fit (the excluded loss fitted on the train inputs only).
+MEASURES_VERSION = 4
 
 
 # ----------------------------------------------------------------------------- weight measures
@@ -178,6 +182,9 @@ class LogitMeasurer:
         self.train, self.test = split.train, split.test
         self.D = fourier.frequency_directions_2d(p, self.key_freqs, "sum", self.sign)  # [2K, p²], float64
         self.D_train = self.D[:, self.train].contiguous()
+        # least squares on the train rows: [1, D_train.T] coef = L_train, solved once as a pseudo-inverse
+        design = torch.cat([torch.ones(len(self.train), 1, dtype=torch.float64), self.D_train.T], dim=1)
+        self.train_fit = torch.linalg.pinv(design)[1:].contiguous()  # [2K, n_train]: the directions' rows
         c = torch.arange(p, dtype=torch.float64)
         w = torch.tensor([2 * math.pi * k / p for k in self.key_freqs], dtype=torch.float64)[:, None]
         self.cos_c, self.sin_c = torch.cos(w * c), torch.sin(w * c)  # [K, p]
@@ -197,6 +204,8 @@ class LogitMeasurer:
         out["restricted_loss"] = _row_losses(L.mean(0) + self.D.T @ coef, labels).mean().item()
         L_train, labels_train = L[train], labels[train]
         out["excluded_loss"] = _row_losses(L_train - self.D_train.T @ coef, labels_train).mean().item()
+        fitted = self.train_fit @ L_train  # [2K, p]: coefficients from the train rows alone
+        out["excluded_loss_train_fit"] = _row_losses(L_train - self.D_train.T @ fitted, labels_train).mean().item()
         for i, k in enumerate(self.key_freqs):
             rows = slice(2 * i, 2 * i + 2)
             excluded = L_train - self.D_train[rows].T @ coef[rows]
