@@ -149,9 +149,9 @@ def state_tensors(model: torch.nn.Module) -> dict[str, Tensor]:
 
 
 def _is_buffer_name(name: str) -> bool:
-    from mechgrok.models.transformer import BUFFER_NAMES
-
-    return name in BUFFER_NAMES
+    """A HookedTransformer's causal mask and fill value, in any block (checkpoints leave them out)."""
+    parts = name.split(".")
+    return len(parts) == 4 and parts[0] == "blocks" and parts[2] == "attn" and parts[3] in ("mask", "IGNORE")
 
 
 def save_checkpoint(

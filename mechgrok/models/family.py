@@ -35,6 +35,10 @@ class ModelFamily:
       (:meth:`load_fast_step`).
     * ``neuron_logit_map(model)``: W_L [neuron, c], the map from neuron activations to logits
       that the circuits readouts use (None: the family has no single hidden layer).
+    * ``trainer``: which trainer trains it (:attr:`training`): ``"fast"`` (``mechgrok.train`` on
+      the fast step), ``"stack"`` (:func:`mechgrok.training.stack.train_stack`, many models at
+      once) or ``"sequence"`` (:mod:`mechgrok.training.sequence`, a plain forward and autograd
+      over any loss positions). None: ``"fast"`` with a fast step, else ``"stack"``.
     """
 
     name: str
@@ -47,6 +51,12 @@ class ModelFamily:
     fast_step: str | None = None
     description: str = ""
     neuron_logit_map: Callable[[Any], Any] | None = None
+    trainer: str | None = None
+
+    @property
+    def training(self) -> str:
+        """The trainer that trains this family: "fast", "stack" or "sequence"."""
+        return self.trainer or ("fast" if self.fast_step is not None else "stack")
 
     def load_fast_step(self) -> type:
         """The fast-step class, or a ``ValueError`` if this family has none."""

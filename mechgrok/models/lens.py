@@ -16,8 +16,15 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformer_lens.hook_points import HookedRootModule, HookPoint
+    from transformer_lens.head_detector import (
+        compute_head_attention_similarity_score,
+        get_induction_head_detection_pattern,
+        get_previous_token_head_detection_pattern,
+    )
 
-__all__ = ["HookedRootModule", "HookPoint", "HookedTransformer", "HookedTransformerConfig", "new_hooked_transformer"]
+__all__ = ["HookedRootModule", "HookPoint", "HookedTransformer", "HookedTransformerConfig", "new_hooked_transformer",
+           "compute_head_attention_similarity_score", "get_induction_head_detection_pattern",
+           "get_previous_token_head_detection_pattern"]
 
 
 def new_hooked_transformer(cfg: HookedTransformerConfig) -> HookedTransformer:

@@ -82,7 +82,7 @@ def build_model(
     with torch.random.fork_rng(devices=[]):  # TransformerLens seeds the global RNG
         model = new_hooked_transformer(hooked_config(cfg, d_vocab_out))
     if cfg.init == "paper":
-        _paper_init(model, cfg)
+        paper_init(model, cfg)
     for name, param in model.named_parameters():
         if name in FROZEN_BIASES:
             param.requires_grad_(False)
@@ -96,7 +96,7 @@ def build_model(
 
 
 @torch.no_grad()
-def _paper_init(model: HookedTransformer, cfg: Config) -> None:
+def paper_init(model: HookedTransformer, cfg: Config) -> None:
     generator = torch.Generator().manual_seed(cfg.seed)
     for name, param in model.named_parameters():
         if name.split(".")[-1].startswith("b_"):

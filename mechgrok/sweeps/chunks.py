@@ -118,7 +118,7 @@ def train_chunk(cfgs: Sequence[Config], folders: Sequence[str], *, sweep_folder:
     for folder in folders:
         clear_debris(folder)
     stop_before_next = _stop_requested
-    if registry.family(cfgs[0].family).fast_step is None:
+    if registry.family(cfgs[0].family).training == "stack":
         from mechgrok.training.stack import train_stack
 
         results = [] if stop_before_next else train_stack(cfgs, folders, device=device, threads=threads,
@@ -126,13 +126,11 @@ def train_chunk(cfgs: Sequence[Config], folders: Sequence[str], *, sweep_folder:
     else:
         from mechgrok.training.loop import train
 
-        if device != "cpu":
-            raise ValueError(f"device={device!r}: the {cfgs[0].family} family's trainer runs on the CPU; pass device='cpu'")
         results = []
         for cfg, folder in zip(cfgs, folders):
             if _stop_requested or (results and results[-1].interrupted):
                 break
-            results.append(train(cfg, folder, threads=threads))
+            results.append(train(cfg, folder, threads=threads, device=device))
     return ChunkReport(
         folders=tuple(str(r.run_dir) for r in results),
         epochs=tuple(int(r.epoch) for r in results),

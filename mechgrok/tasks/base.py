@@ -17,13 +17,14 @@ the others with a clear error.
 from __future__ import annotations
 
 import abc
+import hashlib
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
-__all__ = ["Task", "FiniteTask", "SampledTask", "Split", "make_split"]
+__all__ = ["Task", "FiniteTask", "SampledTask", "Split", "make_split", "stream_seed", "stream_generator"]
 
 
 class Task(abc.ABC):
@@ -116,3 +117,17 @@ def make_split(n_examples: int, frac_train: float, seed: int) -> Split:
             "choose frac_train so both train and test sets are non-empty"
         )
     return Split(train=perm[:n_train], test=perm[n_train:])
+
+
+def stream_seed(stream: str, seed: int) -> int:
+    """A 32-bit seed for the data stream ``stream`` of a run seeded ``seed`` (a hash, so the
+    train stream, the test stream and every run's weight initialisation draw different numbers;
+    torch's CPU generator keeps only the low 32 bits of a seed, so offsets such as
+    ``seed + 2**40`` would collapse onto ``seed``)."""
+    digest = hashlib.blake2b(f"mechgrok:{stream}:{seed}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
+def stream_generator(stream: str, seed: int) -> torch.Generator:
+    """A CPU generator seeded for the data stream ``stream`` of a run seeded ``seed``."""
+    return torch.Generator().manual_seed(stream_seed(stream, seed))

@@ -14,23 +14,15 @@ such as ``seed + 2**40`` would all collapse onto the weight initialisation's own
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from mechgrok.tasks.base import SampledTask
+from mechgrok.tasks.base import SampledTask, stream_seed
 
 __all__ = ["ParityTask", "stream_seed", "train_generator", "test_generator"]
-
-
-def stream_seed(stream: str, seed: int) -> int:
-    """A 32-bit seed for the data stream ``stream`` of a run seeded ``seed`` (a hash, so the
-    train stream, the test stream and every run's weight initialisation draw different numbers)."""
-    digest = hashlib.blake2b(f"mechgrok:{stream}:{seed}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little")
 
 
 def train_generator(seed: int) -> torch.Generator:

@@ -104,9 +104,17 @@ def train(
     A family without an exact fast step (``ModelFamily.fast_step is None``: Pearce et al.'s
     MLPs, the circle, the sparse-parity MLP) is trained by the stacked trainer as a stack of
     one (:func:`mechgrok.training.stack.train_stack`), into the same kind of run folder, on
-    ``device`` ("cpu" or "cuda"). The transformer's fast step runs on the CPU only.
+    ``device`` ("cpu" or "cuda"). The sequence tasks' family (``sequence_transformer``) trains
+    with :func:`mechgrok.training.sequence.train_sequence`, on either device. The transformer's
+    fast step runs on the CPU only.
     """
-    if registry.family(cfg.family).fast_step is None:
+    training = registry.family(cfg.family).training
+    if training == "sequence":
+        from mechgrok.training.sequence import train_sequence  # imported here: sequence imports this module
+
+        return train_sequence(cfg, out_dir, progress=progress, tune_process=tune_process, threads=threads,
+                              on_eval=on_eval, on_resume=on_resume, device=device)
+    if training == "stack":
         from mechgrok.training.stack import train_stack  # imported here: stack imports this module
 
         (result,) = train_stack(

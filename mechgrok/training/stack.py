@@ -389,7 +389,10 @@ class _Modular:
     ∂pre = ∂logits W_Lᵀ ⊙ act'(pre), ∂T = the sum of ∂pre over the rows of each token
     (``index_add_``, deterministic on the CPU), then through T = E W_in and W_L = W_out Eᵀ
     to E (both sides, tied), W_in and W_out. The circle's E is a buffer and gets no gradient.
-    ``tests/test_stack.py`` pins every family to :class:`_Generic` (its own forward and autograd).
+    The 2-layer MLP (``mlp2``) adds biases: ``pre += b_in``, ``logits += b_out``, so ∂b_in and
+    ∂b_out are ∂pre and ∂logits summed over the rows.
+    ``tests/test_stack.py`` and ``tests/test_mlp2.py`` pin every family to :class:`_Generic`
+    (its own forward and autograd).
     """
 
     def __init__(self, base: torch.nn.Module, dtype: torch.dtype, scale: int):
@@ -408,17 +411,21 @@ class _Modular:
         W_L = params["mlp.W_output"] if "mlp.W_output" in params else torch.bmm(params["mlp.W_out"], E.transpose(1, 2))
         return E, table, W_L  # W_L: [model, neuron, c]
 
-    def _forward(self, table, W_L, rows: _Rows):
+    def _forward(self, table, W_L, rows: _Rows, params):
         n, T = rows.inputs.shape[:2]
         flat = table.reshape(-1, table.shape[-1])  # [model * p, neuron]
         pre = (flat.index_select(0, rows.inputs[..., 0].reshape(-1))
                + flat.index_select(0, rows.inputs[..., 1].reshape(-1))).view(n, T, -1)  # [model, batch, neuron]
+        if "mlp.b_in" in params:
+            pre = pre + params["mlp.b_in"][:, None, :]
         post = torch.relu(pre) if self.act_fn == "relu" else pre.square()
+        if "mlp.b_out" in params:
+            return pre, post, torch.baddbmm(params["mlp.b_out"][:, None, :], post, W_L)
         return pre, post, torch.bmm(post, W_L)  # logits [model, batch, c]
 
     def loss_and_grad(self, params, buffers, rows: _Rows) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         E, table, W_L = self._tables(params, buffers)
-        pre, post, logits = self._forward(table, W_L, rows)
+        pre, post, logits = self._forward(table, W_L, rows, params)
         logp = torch.log_softmax(logits.to(self.dtype), dim=-1)
         loss, correct = self._score(logits, logp, rows)
         if "weight" not in rows.cache:  # ∂loss/∂ce per row: mask / count (/ scale)
@@ -433,13 +440,17 @@ class _Modular:
             d_pre.mul_(post.sign_())  # [post > 0], 0 or 1: exact
         else:
             d_pre.mul_(pre).mul_(2)
+        grads: dict[str, Tensor] = {}
+        if "mlp.b_in" in params:
+            grads["mlp.b_in"] = d_pre.sum(1)
+        if "mlp.b_out" in params:
+            grads["mlp.b_out"] = d_logits.sum(1)
         n, T, width = d_pre.shape
         grad_table = torch.zeros(n * self.p, width, dtype=d_pre.dtype, device=d_pre.device)
         flat = d_pre.reshape(n * T, width)
         grad_table.index_add_(0, rows.inputs[..., 0].reshape(-1), flat)
         grad_table.index_add_(0, rows.inputs[..., 1].reshape(-1), flat)
         grad_table = grad_table.view(n, self.p, width)  # [model, p, neuron]
-        grads: dict[str, Tensor] = {}
         grad_E = None
         if "mlp.W_input" in params:
             grads["mlp.W_input"] = grad_table
@@ -468,14 +479,14 @@ class _Modular:
 
     def loss(self, params, buffers, rows: _Rows) -> tuple[Tensor, Tensor]:
         _, table, W_L = self._tables(params, buffers)
-        _, _, logits = self._forward(table, W_L, rows)
+        _, _, logits = self._forward(table, W_L, rows, params)
         return self._score(logits, torch.log_softmax(logits.to(self.dtype), dim=-1), rows)
 
 
 # family -> a hand-written step, used where it is faster than the generic one (docs/training.md)
 KERNELS: dict[str, type] = {
     "parity_mlp": _Parity,
-    **{name: _Modular for name in ("mlp", "mlp_unfactored", "mlp_collapsed_in", "mlp_collapsed_out", "circle")},
+    **{name: _Modular for name in ("mlp", "mlp_unfactored", "mlp_collapsed_in", "mlp_collapsed_out", "circle", "mlp2")},
 }
 
 
@@ -690,10 +701,10 @@ def train_stack(
     for cfg in cfgs:
         if not isinstance(cfg, Config):
             raise ValueError(f"cfgs must be mechgrok Configs, not {type(cfg).__name__}")
-        if registry.family(cfg.family).fast_step is not None:
+        if registry.family(cfg.family).training != "stack":
             raise ValueError(
-                f"family={cfg.family!r} has an exact fast step; train it with mechgrok.train(cfg, out_dir), "
-                "not the stacked trainer"
+                f"family={cfg.family!r} trains with the {registry.family(cfg.family).training} trainer; train it with "
+                "mechgrok.train(cfg, out_dir), not the stacked trainer"
             )
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1, or None to probe the fastest")
