@@ -1,8 +1,14 @@
-"""The trainer: full-batch AdamW on the fast exact step, with safe, resumable run folders.
+"""The trainer: AdamW on the fast exact step, with safe, resumable run folders.
 
 One epoch is one optimizer step on the whole train split (docs/training.md). "Epoch e" means the
 state after e steps: the metrics row and the checkpoint for epoch e describe that state, and
 epoch 0 is the initialisation. The optimiser and its warm-up live in :mod:`.optim`.
+
+Minibatches (``Config.batch_size > 0``): each step is one optimizer step on ``batch_size``
+train examples drawn without replacement by :func:`minibatch_indices`, a pure function of
+(seed, step), so a resumed run draws the same batches; the "epoch" column then counts steps,
+and a metrics row's train loss and accuracy are over the whole train split (an extra forward
+pass every ``eval_every`` steps), not the minibatch's.
 
 Process state is scoped to the call: the torch thread count (``threads``), oneDNN float32
 GEMMs and glibc's malloc thresholds (``tune_process``) are set on entry and put back on exit.
@@ -23,18 +29,33 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pandas as pd
+import torch
+from torch import Tensor
 
 from mechgrok import runs, speed
 from mechgrok.config import Config
 from mechgrok import registry
 from mechgrok.models.fastpath import check_supported
 from mechgrok.models.transformer import HookedTransformer
-from mechgrok.tasks.base import Split, make_split
+from mechgrok.tasks.base import Split, make_split, stream_generator
 from mechgrok.tasks.modular import ModularTask
 from mechgrok.training.optim import load_optimizer_tensors, lr_at, make_optimizer, optimizer_tensors
 
 # Fields that may change between a run and its resumption without changing its trajectory.
 RESUMABLE_CHANGES = frozenset({"epochs", "eval_every", "checkpoint_every"})
+
+
+def minibatch_indices(seed: int, step: int, n_train: int, batch_size: int) -> Tensor:
+    """The positions in the train split of step ``step``'s minibatch: ``batch_size`` distinct
+    indices in [0, n_train), drawn by a generator seeded from (seed, step) alone
+    (``tasks.base.stream_seed``), so any step's batch is known without replaying the ones before.
+
+    >>> minibatch_indices(seed=0, step=5, n_train=100, batch_size=8)   # the same 8 on every call
+    """
+    if not 0 < batch_size <= n_train:
+        raise ValueError(f"batch_size={batch_size} must be in [1, n_train={n_train}]")
+    generator = stream_generator(f"modular-minibatch-step{step}", seed)
+    return torch.randperm(n_train, generator=generator)[:batch_size]
 
 
 @dataclass
@@ -141,6 +162,7 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
     resume = _existing_run(out_dir, cfg)
     if resume is None:
         split = make_split(task.n_pairs, cfg.frac_train, cfg.seed)
+        _check_batch_size(cfg, len(split.train))  # before anything is written
         model = family.build(cfg)
         runs.attach(model, cfg, split)
         check_supported(model)
@@ -176,6 +198,11 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
     test_eval = fast_step(tokens[split.test], labels[split.test], loss_dtype=cfg.loss_dtype)
     n_train, n_test = len(split.train), len(split.test)
 
+    def minibatch_step(step: int) -> None:
+        """One optimizer step's gradient on step ``step``'s minibatch (docstring of the module)."""
+        rows = split.train[minibatch_indices(cfg.seed, step, n_train, cfg.batch_size)]
+        fast_step(tokens[rows], labels[rows], loss_dtype=cfg.loss_dtype).loss_and_grad(model, accuracy=False)
+
     def save(epoch: int, elapsed: float, weights: bool) -> None:
         if weights:
             runs.save_checkpoint(runs.checkpoint_path(out_dir, epoch), model, cfg, split, epoch)
@@ -197,7 +224,12 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
         while True:
             is_last = epoch >= cfg.epochs
             log_row = epoch % cfg.eval_every == 0 or is_last
-            if is_last:
+            if cfg.batch_size:  # the row's train loss is the whole split's; the step is the minibatch's
+                if log_row:
+                    train_loss, train_correct = train_step.loss(model)
+                if not is_last:
+                    minibatch_step(epoch)
+            elif is_last:
                 train_loss, train_correct = train_step.loss(model)
             else:
                 train_loss, train_correct = train_step.loss_and_grad(model, accuracy=log_row)
@@ -245,6 +277,14 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
         elapsed_s=time.perf_counter() - t0,
         run_dir=out_dir,
     )
+
+
+def _check_batch_size(cfg: Config, n_train: int) -> None:
+    if cfg.batch_size > n_train:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} exceeds the {n_train} train pairs of p={cfg.p}, frac_train={cfg.frac_train}; "
+            f"pass batch_size <= {n_train}, or batch_size=0 for full-batch steps"
+        )
 
 
 def config_clash(saved: Config, asked: dict) -> dict[str, tuple]:
