@@ -36,7 +36,7 @@ from mechgrok.analysis import phase_changes, progress, slingshots as spikes_rule
 from mechgrok.config import Config
 from mechgrok.report.figures import GROKKED_TEST_ACCURACY, FigureOutput, first_epoch_reaching
 
-__all__ = ["MAINLINE_FIGURES", "slingshots", "weight_decay", "more_data", "excluded_loss"]
+__all__ = ["MAINLINE_FIGURES", "coinciding", "slingshots", "weight_decay", "more_data", "excluded_loss"]
 
 COLORS = {"float32": "#d62728", "float64": "#1f77b4"}
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
@@ -202,6 +202,14 @@ def _weight_decay_caption(grok: pd.DataFrame, cfg: Config) -> str:
 
 
 # ----------------------------------------------------------------------------- more data
+def coinciding(train_changes: Sequence[dict], test_changes: Sequence[dict]) -> list[int]:
+    """The steps of the train-loss phase changes (``PhaseChange.to_dict()`` rows) with a test-loss
+    phase change at most one window away (the window :func:`mechgrok.analysis.phase_changes.detect`
+    reports around the train change, ``end - start``): train and test loss changing together."""
+    return [int(a["step"]) for a in train_changes
+            if any(abs(a["step"] - b["step"]) <= a["end"] - a["start"] for b in test_changes)]
+
+
 def more_data(run_dirs: Sequence[str | Path]) -> FigureOutput:
     """Train and test loss of each (large-data) run, its detected phase changes marked."""
     opened = _open_all(run_dirs, "more_data")
@@ -225,12 +233,13 @@ def more_data(run_dirs: Sequence[str | Path]) -> FigureOutput:
     fig.update_yaxes(title_text="loss (cross-entropy)", type="log", exponentformat="power")
     fig.update_xaxes(title_text="epoch")
     cfg0 = opened[0][1]
-    _finish(fig, f"Much more data: train and test loss (p={cfg0.p}, {cfg0.frac_train:.0%} of the pairs)", 520)
+    fracs = " and ".join(f"{c.frac_train:.0%}" for _, c, _ in opened)
+    _finish(fig, f"Much more data: train and test loss (p={cfg0.p}, {fracs} of the pairs)", 520)
     return FigureOutput("more_data", fig, {"": curves, "phase_changes": table}, _more_data_caption(opened, table))
 
 
 def _more_data_caption(opened, table: pd.DataFrame) -> str:
-    parts = ["Train (solid) and test (dashed) loss of the mainline transformer with most pairs in the train set; "
+    parts = ["Train (solid) and test (dashed) loss of the mainline transformer per share of the pairs in the train set; "
              "vertical lines at the phase changes found by mechgrok.analysis.phase_changes.detect (its default rule: the "
              "loss falls ≥ 4× within a window, ≥ 3× faster than in the window before; solid: train, dotted: test)."]
     for path, cfg, m in opened:
@@ -245,8 +254,13 @@ def _more_data_caption(opened, table: pd.DataFrame) -> str:
             else:
                 said.append(f"{name}: no phase change")
         grok = first_epoch_reaching(m, "test_acc")
+        mine = table[table["run"] == run]
+        together = coinciding(mine[mine["curve"] == "train_loss"].to_dict("records"),
+                              mine[mine["curve"] == "test_loss"].to_dict("records"))
+        same = (f"train and test loss change together at step {_steps(together)}" if together
+                else "no train-loss phase change has a test-loss one within its window")
         parts.append(f"p={cfg.p}, {run} (lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}): " + "; ".join(said)
-                     + f"; test accuracy ≥ {GROKKED_TEST_ACCURACY:g} "
+                     + f"; {same}; test accuracy ≥ {GROKKED_TEST_ACCURACY:g} "
                      + (f"from epoch {grok:,}." if grok is not None else "never reached."))
     parts.append(_post("with 95% of the pairs as training data there is a phase change in the train loss too, not only in "
                        "the test loss."))

@@ -14,8 +14,11 @@ experiment               runs (default sizes; ``full=True``: the post's p = 113)
 ``weight_decay``         p = 31, 70%, lr 3e-3 (so that every run groks within the budget):
                          weight decay 0.3, 1 and 3, 2,000 epochs (``full``: 0.1 too, 6,000)
 ``more_data``            p = 31, 95% of the pairs, lr 1e-3, weight decay 1, 1,500 epochs
-``excluded_loss``        p = 31, 30% of the pairs (the paper's fraction), lr 1e-3, weight decay
-                         1, 4,000 epochs, a checkpoint every 100 for the progress measures
+``excluded_loss``        ``full=True`` only: the paper's mainline, p = 113, 30% of the pairs,
+                         20,000 epochs, a checkpoint every 200 for the progress measures. By
+                         default the excluded loss is read from the slingshots experiment's
+                         float64 full-batch run (a checkpoint every 200 steps): at p = 31, 30%
+                         of the pairs did not grok in 4,000 epochs (measured), 70% did
 =======================  ==================================================================
 
 What is read from the runs (:func:`summarise`): the train-loss spikes of every slingshot run by
@@ -32,11 +35,14 @@ Claims (:func:`claims`), each decided by a rule on those numbers:
   full-batch run has none;
 * ``lower_weight_decay_groks_later``: at least two weight decays grok, and for every pair
   wd_i < wd_j where the wd_j run grokked, the wd_i run grokked strictly later or not at all;
-* ``more_data_train_loss_phase_change``: the 95% run's train loss has at least one phase change.
+* ``more_data_train_loss_phase_change``: the 95% run's train loss has a phase change with a
+  test-loss phase change at most one window away
+  (:func:`mechgrok.report.phase_changes.mainline.coinciding`): train and test loss change
+  together. The limited-data contrast (the slingshots experiment's float64 full-batch run, 70%)
+  is read beside it: there the test loss's changes come long after the train loss's (grokking).
 
 The figures are :mod:`mechgrok.report.phase_changes.mainline`'s: :func:`figure_inputs` names the
-run folders each one reads, and :func:`build_figures` (the only function that imports plotting)
-builds them all.
+run folders each one reads, and :func:`build_figures` builds them all.
 """
 
 from __future__ import annotations
@@ -47,12 +53,13 @@ from typing import Any
 from mechgrok import runs
 from mechgrok.analysis import phase_changes, progress, slingshots
 from mechgrok.config import Config
-from mechgrok.report.figures import GROKKED_TEST_ACCURACY, first_epoch_reaching
+from mechgrok.report.figures import first_epoch_reaching
+from mechgrok.report.phase_changes.mainline import MAINLINE_FIGURES, coinciding
 from mechgrok.sweeps import MANIFEST_FILE, Sweep, read_manifest
 
 __all__ = ["EXPERIMENTS", "POST", "SLINGSHOT_BATCH", "mainline_config", "plan", "experiment_runs", "run_readout",
            "slingshot_readout", "weight_decay_readout", "more_data_readout", "excluded_loss_readout", "summarise",
-           "claims", "figure_inputs", "build_figures"]
+           "claims", "contrast_run", "excluded_loss_run", "figure_inputs", "build_figures"]
 
 EXPERIMENTS = ("slingshots", "weight_decay", "more_data", "excluded_loss")
 DEFAULT_P = 31
@@ -68,16 +75,16 @@ _MAINLINE = dict(
     eval_every=10,
 )
 _SETTINGS: dict[str, dict] = {
-    "slingshots": dict(frac_train=0.7, epochs=3_200, checkpoint_every=3_200),
+    "slingshots": dict(frac_train=0.7, epochs=3_200, checkpoint_every=200),
     "weight_decay": dict(frac_train=0.7, lr=3e-3, epochs=2_000, checkpoint_every=2_000),
     "more_data": dict(frac_train=0.95, epochs=1_500, checkpoint_every=1_500),
-    "excluded_loss": dict(frac_train=0.3, epochs=4_000, checkpoint_every=100),
+    "excluded_loss": dict(frac_train=0.3, epochs=20_000, checkpoint_every=200),
 }
 _FULL: dict[str, dict] = {
     "slingshots": dict(p=FULL_P, frac_train=0.5, epochs=5_000, checkpoint_every=5_000),
     "weight_decay": dict(epochs=6_000, checkpoint_every=6_000),
     "more_data": dict(p=FULL_P, epochs=3_000, checkpoint_every=3_000),
-    "excluded_loss": dict(p=FULL_P, frac_train=0.3, epochs=20_000, checkpoint_every=200),
+    "excluded_loss": dict(p=FULL_P),
 }
 
 # What the post states (set beside ours in the report, labelled as the post's).
@@ -99,15 +106,17 @@ def mainline_config(experiment: str, *, full: bool = False, **changes) -> Config
 
 
 def plan(full: bool = False) -> dict[str, Sweep]:
-    """Each experiment's sweep (module docstring); ``full``: the post's sizes."""
-    return {
+    """Each experiment's sweep (module docstring); ``full``: the post's sizes, and ``excluded_loss``."""
+    sweeps = {
         "slingshots": Sweep(mainline_config("slingshots", full=full),
                             {"loss_dtype": ("float32", "float64"), "batch_size": (0, SLINGSHOT_BATCH)}),
         "weight_decay": Sweep(mainline_config("weight_decay", full=full),
                               {"weight_decay": FULL_WEIGHT_DECAYS if full else WEIGHT_DECAYS}),
         "more_data": Sweep(mainline_config("more_data", full=full), {"seed": (0,)}),
-        "excluded_loss": Sweep(mainline_config("excluded_loss", full=full), {"seed": (0,)}),
     }
+    if full:
+        sweeps["excluded_loss"] = Sweep(mainline_config("excluded_loss", full=True), {"seed": (0,)})
+    return sweeps
 
 
 # ----------------------------------------------------------------------------- what the runs show
@@ -166,10 +175,11 @@ def _changes(m, column: str) -> list[dict[str, Any]]:
 
 def more_data_readout(folder: str | Path) -> dict[str, Any]:
     """A run's phase changes in train and in test loss, by :func:`mechgrok.analysis.phase_changes.detect`
-    (its default rule), with the run's readout."""
+    (its default rule), those that coincide (:func:`coinciding`), and the run's readout."""
     m = _metrics(Path(folder))
-    return {**run_readout(folder), "train_loss_phase_changes": _changes(m, "train_loss"),
-            "test_loss_phase_changes": _changes(m, "test_loss")}
+    train, test = _changes(m, "train_loss"), _changes(m, "test_loss")
+    return {**run_readout(folder), "train_loss_phase_changes": train, "test_loss_phase_changes": test,
+            "coinciding_phase_changes": coinciding(train, test)}
 
 
 def excluded_loss_readout(folder: str | Path) -> dict[str, Any]:
@@ -194,12 +204,31 @@ def summarise(out: str | Path) -> dict[str, Any]:
     summary["weight_decay"] = {"runs": {repr(float(run.config.weight_decay)): weight_decay_readout(f)
                                         for run, f in zip(sweep.runs, folders)}}
     sweep, folders = experiment_runs(out, "more_data")
-    summary["more_data"] = {"runs": {run.name: more_data_readout(f) for run, f in zip(sweep.runs, folders)}}
-    sweep, folders = experiment_runs(out, "excluded_loss")
-    summary["excluded_loss"] = {"runs": {run.name: excluded_loss_readout(f) for run, f in zip(sweep.runs, folders)}}
+    summary["more_data"] = {"runs": {run.name: more_data_readout(f) for run, f in zip(sweep.runs, folders)},
+                            "contrast": more_data_readout(contrast_run(out))}
+    folder = excluded_loss_run(out)
+    summary["excluded_loss"] = {"runs": {str(folder.relative_to(out)): excluded_loss_readout(folder)}}
     summary["mainline_wall_s"] = {name: max((r["elapsed_s"] for r in part["runs"].values()), default=0.0)
                                   for name, part in summary.items()}
     return summary
+
+
+def contrast_run(out: str | Path) -> Path:
+    """The limited-data run the more-data figure sets beside the 95% run: the slingshots
+    experiment's float64 full-batch run (the same model and optimiser, 70% of the pairs)."""
+    sweep, folders = experiment_runs(out, "slingshots")
+    for run, folder in zip(sweep.runs, folders):
+        if run.config.loss_dtype == "float64" and run.config.batch_size == 0:
+            return folder
+    raise ValueError(f"{Path(out) / 'slingshots'} has no float64 full-batch run; train plan()['slingshots'] into it")
+
+
+def excluded_loss_run(out: str | Path) -> Path:
+    """The run whose excluded loss is read: ``OUT/excluded_loss``'s (``plan(full=True)``) where it
+    was trained, else the slingshots experiment's float64 full-batch run (:func:`contrast_run`)."""
+    if (Path(out) / "excluded_loss" / MANIFEST_FILE).exists():
+        return experiment_runs(out, "excluded_loss")[1][0]
+    return contrast_run(out)
 
 
 def _grokked_later(earlier_wd: dict, later_wd: dict) -> bool:
@@ -221,7 +250,7 @@ def claims(summary: dict[str, Any]) -> dict[str, bool]:
     return {
         "float32_slingshots": bool(f32 and f64) and all(r["n_spikes"] >= 1 for r in f32) and all(r["n_spikes"] == 0 for r in f64),
         "lower_weight_decay_groks_later": len(grokked) >= 2 and ordered,
-        "more_data_train_loss_phase_change": bool(more) and all(len(r["train_loss_phase_changes"]) >= 1 for r in more),
+        "more_data_train_loss_phase_change": bool(more) and all(len(r["coinciding_phase_changes"]) >= 1 for r in more),
     }
 
 
@@ -232,14 +261,12 @@ def figure_inputs(out: str | Path) -> dict[str, Any]:
     return {
         "slingshots": experiment_runs(out, "slingshots")[1],
         "weight_decay": experiment_runs(out, "weight_decay")[1],
-        "more_data": experiment_runs(out, "more_data")[1],
-        "excluded_loss": experiment_runs(out, "excluded_loss")[1][0],
+        "more_data": [*experiment_runs(out, "more_data")[1], contrast_run(out)],
+        "excluded_loss": excluded_loss_run(out),
     }
 
 
 def build_figures(out: str | Path) -> list:
     """Every figure of the mainline part (``FigureOutput`` each), from the experiments' run folders."""
-    from mechgrok.report.phase_changes.mainline import MAINLINE_FIGURES
-
     inputs = figure_inputs(out)
     return [builder(inputs[name]) for name, builder in MAINLINE_FIGURES.items()]
