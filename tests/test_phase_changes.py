@@ -30,7 +30,7 @@ def test_steady_or_slowing_declines_and_plateaus_are_not_phase_changes(loss):
 def test_two_separate_falls_are_two_changes_and_a_small_fall_is_none():
     loss = _drop(400, 15, 2.3, 0.1) * _drop(1400, 15, 1.0, 0.05)
     assert [round(c.step / 100) for c in detect(STEPS, loss)] == [4, 14]
-    assert detect(STEPS, _drop(1000, 15, 1.0, 0.5)) == []  # a 2x fall is below the default 4x
+    assert detect(STEPS, _drop(1000, 15, 1.0, 0.67)) == []  # a 1.5x fall is below the default 2x
 
 
 def test_a_rising_score_and_the_table_lists_every_component():

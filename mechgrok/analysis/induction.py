@@ -26,12 +26,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechgrok import runs
 from mechgrok.models.lens import get_induction_head_detection_pattern, get_previous_token_head_detection_pattern
 from mechgrok.tasks.sequence import InductionTask
 
-__all__ = ["attention_patterns", "detection_patterns", "head_scores", "repeat_induction", "earlier_copy", "score_table", "MEASURES"]
+__all__ = ["attention_patterns", "detection_patterns", "head_scores", "repeat_induction", "earlier_copy", "score_table", "score_curves", "SCORES_FILE", "MEASURES"]
 
 MEASURES = ("previous_token", "induction", "repeat_induction")
+SCORES_FILE = "head_scores.csv"  # the cache of score_curves in an induction run's folder
 
 
 @torch.no_grad()
@@ -99,3 +101,28 @@ def score_table(model, tokens: Int[Tensor, "batch pos"], labels: Int[Tensor, "ba
         {"layer": layer, "head": head, **{m: float(scores[m][layer, head]) for m in MEASURES}}
         for layer in range(n_layers) for head in range(n_heads)
     ])
+
+
+def score_curves(run_dir, n_sequences: int = 200) -> pd.DataFrame:
+    """Every head's scores (:data:`MEASURES`) at every checkpoint of an induction run, on its first
+    ``n_sequences`` test sequences: epoch, layer, head, the scores. Cached in ``RUN/head_scores.csv``
+    and recomputed when the run's checkpoints or ``n_sequences`` change."""
+    from pathlib import Path
+
+    from mechgrok.tasks.data import run_data
+
+    run = runs.load_run(run_dir)
+    if run.config.task != "induction":
+        raise ValueError(f"{run_dir} trained task={run.config.task!r}; head scores are read on the induction task")
+    cache = Path(run_dir) / SCORES_FILE
+    epochs = run.checkpoint_epochs
+    if cache.exists():
+        saved = pd.read_csv(cache)
+        if sorted(saved.epoch.unique().tolist()) == epochs and saved.get("n_sequences", pd.Series([None])).iloc[0] == n_sequences:
+            return saved.drop(columns="n_sequences")
+    data = run_data(run.config)
+    test = data.split.test[:n_sequences]
+    frames = [score_table(run.load_epoch(e), data.tokens[test], data.labels[test], data.task).assign(epoch=e) for e in epochs]
+    table = pd.concat(frames, ignore_index=True)[["epoch", "layer", "head", *MEASURES]]
+    runs.atomic_write_text(cache, table.assign(n_sequences=n_sequences).to_csv(index=False))
+    return table

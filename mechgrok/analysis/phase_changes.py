@@ -10,16 +10,18 @@ numbers, each a keyword argument:
    The curve is smoothed by a centred running median of ``smooth`` points, so one noisy
    evaluation neither makes nor hides a phase change.
 2. **A sharp fall.** Over a window of ``window`` steps centred on step t, the smoothed curve
-   falls by at least ``min_drop`` (default ln 4: the loss falls 4×; scores: 0.3).
-3. **An acceleration, not a steady decline.** That fall is at least ``sharpness`` (default 3)
-   times faster, per step, than the fall over the window just before it (up to one window
-   long, at least a quarter; where the curve rose there, its rate counts as zero). A loss that
+   falls by at least ``min_drop`` (default ln 2: the loss halves; scores: 0.3).
+3. **An acceleration, not a steady decline.** That fall is at least ``sharpness`` (default 2)
+   times faster, per step, than the curve fell over the window just before it (up to one
+   window long, at least a quarter), where the rate before is the median of the falls between
+   consecutive logged steps (so a brief transient, such as the first steps from a random
+   init, does not count as the plateau's pace; a rising curve counts as zero). A loss that
    falls steadily in ln(loss), or ever more slowly, never qualifies; a plateau followed by a
    fall does.
 
 Steps t that pass 2 and 3 form runs; each run is one phase change, reported at the step of
 its steepest smoothed descent, with the curve's values at the start and the end of the window
-around it. Changes closer than one window are one change. ``window`` defaults to 5% of the
+around it. Changes closer than one window are one change. ``window`` defaults to 10% of the
 logged span of steps (at least 3 logged steps), which suits a run whose changes take a few
 percent of its length; pass it explicitly when comparing runs of different lengths.
 
@@ -36,10 +38,10 @@ import pandas as pd
 
 __all__ = ["PhaseChange", "detect", "largest", "table", "MIN_DROP_LOG", "MIN_RISE", "SHARPNESS", "WINDOW_FRACTION"]
 
-MIN_DROP_LOG = float(np.log(4.0))  # a loss must fall at least 4x within the window
+MIN_DROP_LOG = float(np.log(2.0))  # a loss must at least halve within the window
 MIN_RISE = 0.3  # a score in [0, 1] must rise at least this much within the window
-SHARPNESS = 3.0  # ... and at least this many times faster than over the window before
-WINDOW_FRACTION = 0.05  # default window: this share of the logged span of steps
+SHARPNESS = 2.0  # ... and at least this many times faster than over the window before
+WINDOW_FRACTION = 0.1  # default window: this share of the logged span of steps
 _FLOOR = 1e-30  # losses at or below this are read as this (ln of 0 is -inf)
 
 
@@ -125,7 +127,10 @@ def detect(
             passed.append(False)
             ratio.append(0.0)
             continue
-        before_rate = max(f(a) - f(c - half), 0.0) / lead
+        inside = (t >= a) & (t <= c - half)
+        grid = np.concatenate([[a], t[inside], [c - half]])
+        falls = -np.diff(f(grid)) / np.maximum(np.diff(grid), 1e-12)
+        before_rate = max(float(np.median(falls[np.diff(grid) > 0])), 0.0)
         rate = fall / window
         r = np.inf if before_rate == 0 else rate / before_rate
         passed.append(r >= sharpness)

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
@@ -43,7 +44,7 @@ from mechgrok.tasks.sequence import IGNORE, SequenceTask
 from mechgrok.training.loop import TrainResult, _existing_run, _stop_on_signals
 from mechgrok.training.optim import load_optimizer_tensors, lr_at, make_optimizer, optimizer_tensors
 
-__all__ = ["COMPONENTS_FILE", "train_sequence", "sequence_loss", "component_losses", "read_components", "batch_at"]
+__all__ = ["COMPONENTS_FILE", "train_sequence", "sequence_loss", "component_losses", "read_components", "component_curves", "batch_at"]
 
 COMPONENTS_FILE = "components.csv"
 COMPONENT_COLUMNS = ["epoch", "component", "train_loss", "test_loss"]
@@ -99,6 +100,21 @@ def read_components(run_dir: str | Path) -> pd.DataFrame | None:
     if missing:
         raise ValueError(f"{path} lacks the column(s) {missing}; it was edited or damaged. Re-train the run into a new folder")
     return frame
+
+
+def component_curves(run_dir: str | Path, split: str = "test") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{component: (steps, loss)} from a run's components.csv, in the task's order (``split``: train or test)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r} must be 'train' or 'test'")
+    frame = read_components(run_dir)
+    if frame is None:
+        raise ValueError(f"{run_dir} has no {COMPONENTS_FILE}; it is not a sequence-task run (mechgrok.training.sequence)")
+    column = f"{split}_loss"
+    curves = {}
+    for name, part in frame.groupby("component", sort=False):
+        part = part.dropna(subset=[column]).sort_values("epoch")
+        curves[str(name)] = (part["epoch"].to_numpy(float), part[column].to_numpy(float))
+    return curves
 
 
 def _write_components(run_dir: Path, rows: list[dict]) -> None:
