@@ -34,6 +34,7 @@ FAMILIES: dict[str, str] = {
     "mlp_collapsed_in": "mechgrok.models.mlp:COLLAPSED_IN",
     "mlp_collapsed_out": "mechgrok.models.mlp:COLLAPSED_OUT",
     "circle": "mechgrok.models.circle:FAMILY",
+    "mlp2": "mechgrok.models.mlp2:FAMILY",  # the post's plain 2-layer MLP on onehot(a) + onehot(b)
     "parity_mlp": "mechgrok.models.parity:FAMILY",
     # a HookedTransformer of any depth, with or without MLPs, on the sequence tasks (mechgrok.models.sequence)
     "sequence_transformer": "mechgrok.models.sequence:FAMILY",
@@ -48,7 +49,7 @@ FAMILY_TASKS: dict[str, str | tuple[str, ...]] = {
 
 # families whose output is symmetric in a and b (E[a] W_in + E[b] W_in): they can train on the
 # unordered pairs a <= b, and only on commutative operations
-SYMMETRIC_FAMILIES: frozenset[str] = frozenset({"mlp", "mlp_unfactored", "mlp_collapsed_in", "mlp_collapsed_out", "circle"})
+SYMMETRIC_FAMILIES: frozenset[str] = frozenset({"mlp", "mlp_unfactored", "mlp_collapsed_in", "mlp_collapsed_out", "circle", "mlp2"})
 
 # family name -> the activation functions it offers (absent: relu only)
 FAMILY_ACTIVATIONS: dict[str, tuple[str, ...]] = {"circle": ("relu", "x2")}
