@@ -116,8 +116,10 @@ def slingshots(run_dirs: Sequence[str | Path]) -> FigureOutput:
         if len(mine):
             fig.add_trace(go.Scatter(x=mine["peak_step"], y=mine["peak_loss"], mode="markers", name=f"{label}: spike peaks",
                                      marker=dict(color=color, size=10, symbol="triangle-up")))
-    fig.add_hline(y=spikes_rule.float32_loss_quantum(), line_dash="dash", line_color="gray",
-                  annotation_text="float32 loss quantum log(1 + 2⁻²³) ≈ 1.19e-7", annotation_position="bottom left")
+    # a trace, not add_hline: plotly places an hline's annotation wrongly on a log axis
+    quantum = spikes_rule.float32_loss_quantum()
+    fig.add_trace(go.Scatter(x=[float(curves["step"].min()), float(curves["step"].max())], y=[quantum, quantum], mode="lines",
+                             name=f"float32 loss quantum log(1 + 2⁻²³) ≈ {quantum:.3g}", line=dict(color="gray", dash="dash", width=1)))
     fig.update_yaxes(title_text="train loss (cross-entropy)", type="log", exponentformat="power")
     fig.update_xaxes(title_text="step")
     cfg0 = opened[0][1]
@@ -137,13 +139,15 @@ def _slingshot_caption(opened, table: pd.DataFrame) -> str:
         mine = table[table["run"] == label]
         floor = f"lowest train loss {_g(float(m['train_loss'].min()))}"
         if len(mine):
-            peaks = "; ".join(f"step {int(r.start_step):,} → peak {_g(r.peak_loss)} at {int(r.peak_step):,} "
-                              f"({_g(r.rise)}× its baseline)" for r in mine.itertuples())
+            peaks = "; ".join((f"at step {int(r.start_step):,} to {_g(r.peak_loss)}" if r.start_step == r.peak_step else
+                               f"from step {int(r.start_step):,} to {_g(r.peak_loss)} at {int(r.peak_step):,}")
+                              + f" ({_g(r.rise)}× its baseline)" for r in mine.itertuples())
             parts.append(f"{label}: {len(mine)} spike{'s' if len(mine) != 1 else ''} ({peaks}); {floor}.")
         else:
             parts.append(f"{label}: no spike in {int(m['epoch'].iloc[-1]):,} steps; {floor}.")
-    parts.append(_post("slingshots are a float32 artefact, gone when the loss is computed in float64, and rarer and "
-                       "smaller with minibatches."))
+    parts.append(_post("slingshots are a float32 artefact: a float32 log-softmax outputs no loss between 0 and 1.19e-7, "
+                       "and with the logits cast to float64 they go away; with minibatches and float64 there are spikes too, "
+                       "rarer and less severe."))
     return " ".join(parts)
 
 
@@ -228,8 +232,10 @@ def more_data(run_dirs: Sequence[str | Path]) -> FigureOutput:
             fig.add_trace(go.Scatter(x=m["epoch"], y=m[column].clip(lower=1e-12), mode="lines",
                                      name=f"{cfg.frac_train:.0%}: {column.replace('_', ' ')}",
                                      line=dict(color=PALETTE[i % len(PALETTE)], dash=dash, width=1.6)))
+    colors = {cfg.frac_train: PALETTE[i % len(PALETTE)] for i, (_, cfg, _) in enumerate(opened)}
     for r in table.itertuples():
-        fig.add_vline(x=r.step, line_dash="dot" if r.curve == "test_loss" else "solid", line_color="gray", line_width=1)
+        fig.add_vline(x=r.step, line_dash="dot" if r.curve == "test_loss" else "solid", line_color=colors[r.frac_train],
+                      line_width=1, opacity=0.6)
     fig.update_yaxes(title_text="loss (cross-entropy)", type="log", exponentformat="power")
     fig.update_xaxes(title_text="epoch")
     cfg0 = opened[0][1]

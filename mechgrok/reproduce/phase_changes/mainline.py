@@ -12,8 +12,8 @@ experiment               runs (default sizes; ``full=True``: the post's p = 113)
                          float32 logits against float64 logits, each full batch and with
                          minibatches of 128 (``batch_size``), 3,200 steps
 ``weight_decay``         p = 31, 70%, lr 3e-3 (so that every run groks within the budget):
-                         weight decay 0.3, 1 and 3, 2,000 epochs (``full``: 0.1 too, 6,000)
-``more_data``            p = 31, 95% of the pairs, lr 1e-3, weight decay 1, 1,500 epochs
+                         weight decay 0.3, 1 and 3, 1,800 epochs (``full``: 0.1 too, 6,000)
+``more_data``            p = 31, 95% of the pairs, lr 1e-3, weight decay 1, 1,000 epochs
 ``excluded_loss``        ``full=True`` only: the paper's mainline, p = 113, 30% of the pairs,
                          20,000 epochs, a checkpoint every 200 for the progress measures. By
                          default the excluded loss is read from the slingshots experiment's
@@ -76,8 +76,8 @@ _MAINLINE = dict(
 )
 _SETTINGS: dict[str, dict] = {
     "slingshots": dict(frac_train=0.7, epochs=3_200, checkpoint_every=200),
-    "weight_decay": dict(frac_train=0.7, lr=3e-3, epochs=2_000, checkpoint_every=2_000),
-    "more_data": dict(frac_train=0.95, epochs=1_500, checkpoint_every=1_500),
+    "weight_decay": dict(frac_train=0.7, lr=3e-3, epochs=1_800, checkpoint_every=1_800),
+    "more_data": dict(frac_train=0.95, epochs=1_000, checkpoint_every=1_000),
     "excluded_loss": dict(frac_train=0.3, epochs=20_000, checkpoint_every=200),
 }
 _FULL: dict[str, dict] = {
