@@ -17,15 +17,23 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from mechgrok.config import ACT_FNS, DECAYS, FIELD_GROUPS, INITS, LOSS_DTYPES, LOSS_SCALES, OPERATION_NAMES, PAIRS, Config
+from mechgrok.config import ACT_FNS, DATA_MODES, DECAYS, FIELD_GROUPS, INITS, LOSS_DTYPES, LOSS_SCALES, OPERATION_NAMES, PAIRS, Config
 
 _HELP = {
-    "task": "the task (mechgrok.registry): modular, parity",
+    "task": "the task (mechgrok.registry): modular, parity, addition, induction, max_list",
     "pairs": f"modular: which pairs the split draws from: {', '.join(PAIRS)} (a <= b)",
     "n_bits": "parity: bits per string",
     "parity_bits": "parity: the label is the parity of the first this many bits",
-    "n_train": "parity: train strings",
-    "n_test": "parity: test strings",
+    "n_train": "parity and the sequence tasks: train examples",
+    "n_test": "parity and the sequence tasks: test examples",
+    "n_digits": "addition: digits per operand",
+    "seq_len": "induction: tokens per sequence; max_list: entries per list",
+    "n_symbols": "induction: token vocabulary; max_list: ordinary entries (as many special ones)",
+    "repeat_len": "induction: length of the repeated subsequence",
+    "data": f"sequence tasks and parity: {', '.join(DATA_MODES)} (fresh: batch_size new examples every step)",
+    "n_layers": "sequence_transformer: blocks",
+    "attn_only": "sequence_transformer: attention only, no MLPs (true or false)",
+    "batch_size": "examples per step (0: the whole train set)",
     "act_fn": f"activation of the circle family: {', '.join(ACT_FNS)}",
     "decay": f"weight decay: {', '.join(DECAYS)} (l1 adds weight_decay * sign(w) to the gradient)",
     "loss_scale": f"training loss: {', '.join(LOSS_SCALES)} (per_output: cross-entropy / outputs, Pearce et al.)",
@@ -51,6 +59,9 @@ _HELP = {
 
 
 def default_run_dir(cfg: Config) -> Path:
+    if cfg.task in ("addition", "induction", "max_list"):
+        size = f"fresh{cfg.batch_size}" if cfg.data == "fresh" else f"n{cfg.n_train}"
+        return Path("runs") / f"{cfg.task}-{size}-L{cfg.n_layers}-d{cfg.d_model}-seed{cfg.seed}"
     if cfg.task == "parity":
         return Path("runs") / f"parity{cfg.parity_bits}of{cfg.n_bits}-n{cfg.n_train}-{cfg.family}-seed{cfg.seed}"
     family = "" if cfg.family == "transformer" else f"-{cfg.family}"
@@ -60,7 +71,7 @@ def default_run_dir(cfg: Config) -> Path:
 # String fields with a fixed set of values get argparse choices (an unknown one is refused
 # with the list); `family` does not, since families can be registered at run time.
 _CHOICES = {"op": OPERATION_NAMES, "init": INITS, "loss_dtype": LOSS_DTYPES, "pairs": PAIRS, "act_fn": ACT_FNS,
-            "decay": DECAYS, "loss_scale": LOSS_SCALES}
+            "decay": DECAYS, "loss_scale": LOSS_SCALES, "data": DATA_MODES}
 
 
 def _flag(name: str) -> str:
@@ -101,11 +112,21 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 _flag(name),
                 dest=name,
-                type=kind if kind is str else _number(_flag(name), kind, default),
+                type=kind if kind is str else _boolean(_flag(name)) if kind is bool else _number(_flag(name), kind, default),
                 choices=_CHOICES.get(name),
                 default=None,
                 help=f"{_HELP[name]} (default: {default})",
             )
+
+
+def _boolean(flag: str):
+    def parse(text: str) -> bool:
+        value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
+        if value is None:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r} must be true or false")
+        return value
+
+    return parse
 
 
 def _add_threads_flag(parser: argparse.ArgumentParser) -> None:
@@ -258,17 +279,22 @@ def _reproduce_dir(cfg: Config) -> Path:
     return Path("runs/mainline") if same else default_run_dir(cfg)
 
 
-_WORKS = ("nanda2023", "pair2023")
+_WORKS = ("nanda2023", "pair2023", "phase-changes")
 _PAIR_FLAGS = {"full": False, "executor": "process", "workers": None, "device": "cpu"}
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.work != "phase-changes" and args.digits is not None:
+        raise ValueError("--digits applies to `mechgrok reproduce phase-changes` only (the addition experiment's "
+                         "digits); drop it, or pass phase-changes")
     if args.work == "pair2023":
         return _reproduce_pair(args)
+    if args.work == "phase-changes":
+        return _reproduce_phase_changes(args)
     given = [f"--{name}" for name, default in _PAIR_FLAGS.items() if getattr(args, name) != default]
     if given:
-        raise ValueError(f"{', '.join(given)} {_apply(given)} to `mechgrok reproduce pair2023` only; drop "
-                         f"{'it' if len(given) == 1 else 'them'}, or pass pair2023")
+        raise ValueError(f"{', '.join(given)} {_apply(given)} to `mechgrok reproduce pair2023` and phase-changes only; drop "
+                         f"{'it' if len(given) == 1 else 'them'}, or pass one of those")
     from mechgrok.reproduce import nanda2023
 
     if args.paper:
@@ -307,14 +333,43 @@ def _apply(flags: list[str]) -> str:
     return "applies" if len(flags) == 1 else "apply"
 
 
-def _reproduce_pair(args: argparse.Namespace) -> int:
+def _nanda_only_flags(args: argparse.Namespace, work: str, doc: str) -> None:
     config_flags = [_flag(name) for name in _given_config(args)]
     other = [flag for flag, on in (("--paper", args.paper), ("--seeds", args.seeds != 1), ("--parallel", args.parallel != 1))
              if on]
     if config_flags or other:
         flags = config_flags + other
-        raise ValueError(f"{', '.join(flags)} {_apply(flags)} to the Nanda et al. reproduction only; the PAIR "
-                         f"reproduction's settings are the explorable's (docs/pair2023.md). Drop {'it' if len(flags) == 1 else 'them'}")
+        raise ValueError(f"{', '.join(flags)} {_apply(flags)} to the Nanda et al. reproduction only; the {work} "
+                         f"reproduction's settings are its source's ({doc}). Drop {'it' if len(flags) == 1 else 'them'}")
+
+
+def _reproduce_phase_changes(args: argparse.Namespace) -> int:
+    _nanda_only_flags(args, "phase-changes", "docs/phase_changes.md")
+    if args.executor == "ray":
+        raise ValueError("--executor ray applies to pair2023; phase-changes trains on a local process pool (process) or "
+                         "in this process (inline)")
+    if args.digits is not None and args.digits < 1:
+        raise ValueError(f"--digits {args.digits} must be >= 1 (the post: 5, and 15 for 16 phase changes)")
+    from mechgrok.reproduce.phase_changes.pipeline import DEFAULT_OUT, reproduce_phase_changes
+    from mechgrok.training.stack import resolve_device
+
+    resolve_device(args.device)  # a device this machine lacks is refused before anything is written
+    out = Path(args.out or DEFAULT_OUT)
+    try:
+        result = reproduce_phase_changes(out, full=args.full, n_digits=args.digits or 5, executor=args.executor,
+                                         workers=args.workers, device=args.device, threads=args.threads,
+                                         on_step=lambda message: print(f"[reproduce phase-changes] {message}", flush=True))
+    except KeyboardInterrupt:
+        print("interrupted; every finished run is kept and partial ones resume: run the same command again")
+        return 130
+    for claim, held in result.claims.items():
+        print(f"  {'holds' if held else 'does NOT hold'}: {claim}")
+    print(f"wrote {result.report} in {result.seconds['total']:.0f} s")
+    return 0
+
+
+def _reproduce_pair(args: argparse.Namespace) -> int:
+    _nanda_only_flags(args, "PAIR", "docs/pair2023.md")
     from mechgrok.reproduce.pair_pipeline import DEFAULT_OUT, reproduce_pair
     from mechgrok.training.stack import resolve_device
 
@@ -365,10 +420,15 @@ def cmd_figure(args: argparse.Namespace) -> int:
     from mechgrok import speed
     from mechgrok.report import PAIR_FIGURE_NAMES, figures
 
-    if args.name in PAIR_FIGURE_NAMES:
+    from mechgrok.report import PHASE_FIGURE_NAMES
+
+    if args.name in PAIR_FIGURE_NAMES or args.name in PHASE_FIGURE_NAMES:
         if args.rule != "W_L" or args.threshold != 0.85:
             raise ValueError(f"--rule and --threshold apply to the Nanda et al. figures, not {args.name}; drop them")
-        from mechgrok.reproduce.pair_pipeline import make_figure
+        if args.name in PAIR_FIGURE_NAMES:
+            from mechgrok.reproduce.pair_pipeline import make_figure
+        else:
+            from mechgrok.reproduce.phase_changes.pipeline import make_figure
 
         with speed.torch_threads(args.threads):
             out = make_figure(args.name, args.run)
@@ -437,13 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "or reuse it, progress measures, every figure, the ablation table) or pair2023 (Pearce et "
                            "al.'s explorable: every experiment as a sweep); writes report.html + summary.json",
                            usage="%(prog)s [nanda2023] [config flags] [--out RUN] [--paper] [--seeds S] [--parallel J] "
-                           "[--threads N] [--no-progress]\n       %(prog)s pair2023 [--full] [--out DIR] [--executor E] "
-                           "[--workers W] [--device D] [--threads N] [--no-progress]",
+                           "[--threads N] [--no-progress]\n       %(prog)s pair2023|phase-changes [--full] [--digits N] "
+                           "[--out DIR] [--executor E] [--workers W] [--device D] [--threads N]",
                            description="nanda2023 takes every config flag of `mechgrok train`; on an existing "
                            "run folder its saved config is used and the given flags override it. pair2023 runs the "
                            "explorable's settings (docs/pair2023.md) and reuses every finished run.")
     p_rep.add_argument("work", nargs="?", choices=_WORKS, default="nanda2023",
-                       help="the source work to reproduce (default: nanda2023)")
+                       help="the source work to reproduce (default: nanda2023); phase-changes: Nanda's Alignment Forum "
+                       "post (sequence tasks, slingshots, weight decay, more data, the 2-layer MLP)")
     _add_config_flags(p_rep)
     p_rep.add_argument("--out", default=None, help="run folder (default: runs/mainline for the paper's settings, "
                        "else runs/<op>-p<p>-frac<frac>-seed<seed>)")
@@ -454,15 +515,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train this many seeds at once in separate processes, each on --threads threads "
                        "(default: 1; on 2 cores, 2 single-thread processes give ~1.2x the throughput of one)")
     p_rep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    pair = p_rep.add_argument_group("pair2023 only")
-    pair.add_argument("--full", action="store_true", help="train the whole 1,125-model regime sweep (about 3 h on 2 "
-                      "cores; default: the 45-model slice of docs/pair2023.md)")
+    pair = p_rep.add_argument_group("pair2023 and phase-changes only")
+    pair.add_argument("--full", action="store_true", help="pair2023: train the whole 1,125-model regime sweep (about 3 h "
+                      "on 2 cores; default: the 45-model slice of docs/pair2023.md); phase-changes: the post's own sizes "
+                      "(d_model 512 addition, p=113, ...; docs/phase_changes.md)")
     pair.add_argument("--executor", choices=("inline", "process", "ray"), default="process",
                       help="who trains the sweeps: a local process pool (default), this process, or Ray "
                       "(pip install 'mechgrok[ray]'; RAY_ADDRESS picks the cluster)")
     pair.add_argument("--workers", type=_number("--workers", int, 2, minimum=1), default=None,
                       help="parallel training tasks (default: the CPUs this process may use)")
     pair.add_argument("--device", default="cpu", help="torch device of the trainers: cpu (default) or cuda")
+    pair.add_argument("--digits", type=_number("--digits", int, 5, minimum=1), default=None,
+                      help="phase-changes only: digits of the addition experiment (default: 5; the post: 15-digit "
+                      "addition shows 16 phase changes)")
     _add_threads_flag(p_rep)
     p_rep.set_defaults(func=cmd_reproduce)
 
@@ -473,12 +538,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="checkpoint epoch (default: the newest)")
     p_table.set_defaults(func=cmd_table)
 
-    from mechgrok.report import FIGURE_NAMES, PAIR_FIGURE_NAMES
+    from mechgrok.report import FIGURE_NAMES, PAIR_FIGURE_NAMES, PHASE_FIGURE_NAMES
 
     p_fig = sub.add_parser("figure", help="build one figure of a run into RUN/figures (HTML and its data as CSV); "
                            "the PAIR figures read a `mechgrok reproduce pair2023` folder as RUN")
-    p_fig.add_argument("name", choices=FIGURE_NAMES + PAIR_FIGURE_NAMES,
-                       help="the figure: Nanda et al.'s (fig2_... appendix_...) or Pearce et al.'s (loss_curves ... no_weight_decay)")
+    p_fig.add_argument("name", choices=FIGURE_NAMES + PAIR_FIGURE_NAMES + PHASE_FIGURE_NAMES,
+                       help="the figure: Nanda et al.'s (fig2_... appendix_...), Pearce et al.'s (loss_curves ... "
+                       "no_weight_decay; RUN: a `reproduce pair2023` folder) or the Alignment Forum post's (addition_digits ...; "
+                       "RUN: a `reproduce phase-changes` folder)")
     _add_analysis_flags(p_fig, "figures")
     p_fig.set_defaults(func=cmd_figure)
 

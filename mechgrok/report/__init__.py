@@ -29,3 +29,12 @@ PAIR_FIGURE_NAMES = (
     "variants",
     "no_weight_decay",
 )
+
+# The figures of the Alignment Forum post's reproduction (mechgrok.report.phase_changes), by name
+# and in report order: the sequence tasks, the mainline model's, the 2-layer MLP's.
+PHASE_FIGURE_NAMES = (
+    "addition_digits",
+    "induction_heads",
+    "max_list_trigrams",
+    "crossover",
+)
