@@ -123,9 +123,9 @@ def assert_rendered_without_errors(dom: str, log: str, names) -> None:
     assert list(chunks) == list(names)
     for name, chunk in chunks.items():
         assert 'class="main-svg"' in chunk, f"{name}: plotly drew nothing"
-        # data marks: line/marker paths of scatters, bar paths, heatmap images
+        # data marks: line/marker paths of scatters (markers-only traces draw <path class="point">), bar paths, heatmap images
         marks = len(re.findall(r'<path class="js-line" d="M', chunk)) + chunk.count('<image') + len(
-            re.findall(r'<g class="point"><path d="M', chunk))
+            re.findall(r'<g class="point"><path d="M', chunk)) + len(re.findall(r'<path class="point" transform="translate', chunk))
         assert marks > 0, f"{name}: no data drawn"
 
 

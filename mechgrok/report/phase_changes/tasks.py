@@ -155,16 +155,21 @@ def crossover(summary: dict[str, Any]) -> FigureOutput:
     """The crossover search's runs: train size × step at which train and test accuracy reached 0.99."""
     s = summary["crossover"]
     table = pd.DataFrame(s["runs"])
-    fig = go.Figure()
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["Step at which accuracy reached 0.99", "Final accuracy"])
     for regime, part in table.groupby("regime"):
         color = REGIME_COLORS.get(regime, "black")
-        fig.add_trace(go.Scatter(x=part.n_train, y=part.train_step, mode="markers", name=f"{regime}: train acc 0.99",
-                                 marker=dict(color=color, symbol="circle-open", size=11)))
-        tested = part.dropna(subset=["test_step"])
-        fig.add_trace(go.Scatter(x=tested.n_train, y=tested.test_step, mode="markers", name=f"{regime}: test acc 0.99",
-                                 marker=dict(color=color, symbol="circle", size=11)))
+        for split, symbol in (("train", "circle-open"), ("test", "circle")):
+            reached = part.dropna(subset=[f"{split}_step"])
+            fig.add_trace(go.Scatter(x=reached.n_train, y=reached[f"{split}_step"], mode="markers", name=f"{regime}: {split}",
+                                     legendgroup=f"{regime}: {split}", marker=dict(color=color, symbol=symbol, size=11)),
+                          row=1, col=1)
+            fig.add_trace(go.Scatter(x=part.n_train, y=part[f"final_{split}_acc"], mode="markers", showlegend=False,
+                                     legendgroup=f"{regime}: {split}", marker=dict(color=color, symbol=symbol, size=11)),
+                          row=1, col=2)
     fig.update_xaxes(title_text="train examples (n_train)", type="log")
-    fig.update_yaxes(title_text="step accuracy reached 0.99", type="log")
+    fig.update_yaxes(title_text="step", type="log", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy (open: train, filled: test)", range=[0, 1.03], row=1, col=2)
     fig.update_layout(title="The crossover search: memorise, grok or generalise per train size", height=480, **_LAYOUT)
     regimes = ", ".join(f"{int(r.n_train)}: {r.regime}" for r in table.itertuples())
     if s["bracketed"]:
