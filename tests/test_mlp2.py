@@ -272,6 +272,12 @@ def test_the_figure_builds_with_a_caption_from_the_runs(tiny_out):
         mlp2_clusters([tiny_out / "other"])
     with pytest.raises(ValueError, match="list of run folders"):
         mlp2_clusters(folders[0])
+    from mechgrok.report.phase_changes.mlp import figures
+
+    (again,) = figures(tiny_out, {})
+    assert again.name == "mlp2_clusters" and again.caption == f.caption
+    with pytest.raises(ValueError, match="holds no mlp2 experiment"):
+        figures(tiny_out / "nowhere", {})
 
 
 @pytest.mark.skipif(__import__("shutil").which("chromium") is None, reason="headless Chromium not installed (Debian: apt-get install chromium)")

@@ -6,6 +6,7 @@ clusters, the live neurons per frequency, beside the post's 3-7 band; and one se
 neuron's energy per frequency as a share of its non-constant energy, neurons grouped by cluster.
 Clusters follow the rule of :mod:`mechgrok.analysis.weight_clusters`. The caption is computed
 from the runs; the post's statement is set beside ours, labelled as the post's.
+``figures(out, summary)`` builds it from the reproduction folder (``OUT/mlp2``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,8 +25,9 @@ from plotly.subplots import make_subplots
 from mechgrok import runs
 from mechgrok.analysis import waves, weight_clusters
 from mechgrok.report.figures import GROKKED_TEST_ACCURACY, FigureOutput, first_epoch_reaching
+from mechgrok.sweeps import MANIFEST_FILE, read_manifest
 
-__all__ = ["MLP2_FIGURES", "POST_CLUSTER_SIZES", "mlp2_clusters"]
+__all__ = ["MLP2_FIGURES", "POST_CLUSTER_SIZES", "mlp2_clusters", "figures"]
 
 POST_CLUSTER_SIZES = (3, 7)  # the post: "a cluster for every single frequency, with 3-7 neurons per cluster (width 256)"
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
@@ -172,3 +175,13 @@ def _draw(curves: pd.DataFrame, sizes: pd.DataFrame, spectra: pd.DataFrame, p: i
 
 
 MLP2_FIGURES = {"mlp2_clusters": mlp2_clusters}
+
+
+def figures(out: Path, summary: dict[str, Any] | None = None) -> list[FigureOutput]:
+    """The part's figures from the reproduction folder ``OUT`` (its runs in ``OUT/mlp2``, as
+    :func:`mechgrok.reproduce.phase_changes.mlp.plan` names them); ``summary`` is not needed."""
+    folder = Path(out) / "mlp2"
+    if not (folder / MANIFEST_FILE).exists():
+        raise ValueError(f"{folder} holds no mlp2 experiment yet; run `mechgrok reproduce phase-changes --out {out}` first")
+    sweep = read_manifest(folder)
+    return [mlp2_clusters([folder / run.name for run in sweep.runs])]
