@@ -225,12 +225,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     if cfg.task == "parity":
         print(f"  task     parity of the first {cfg.parity_bits} of {cfg.n_bits} bits; train {len(run.split.train)} / "
               f"test {len(run.split.test)} strings")
+    elif cfg.task != "modular":
+        train = f"fresh batches of {cfg.batch_size} every step" if cfg.data == "fresh" else f"train {len(run.split.train)}"
+        print(f"  task     {run.task.describe()}; {train} / test {len(run.split.test)} examples")
     else:
         pairs = " (pairs a <= b)" if cfg.pairs == "unordered" else ""
         print(f"  task     c = {cfg.op}(a, b) mod {cfg.p}; train {len(run.split.train)} / test {len(run.split.test)} pairs{pairs}")
     if cfg.family == "transformer":
         print(f"  model    d_model {cfg.d_model}, {cfg.n_heads} heads of {cfg.d_head}, d_mlp {cfg.d_mlp}, "
               f"d_vocab_out {run.model.cfg.d_vocab_out}, init {cfg.init}")
+    elif cfg.family == "sequence_transformer":
+        mlp = "attention only" if cfg.attn_only else f"d_mlp {cfg.d_mlp}"
+        print(f"  model    {cfg.n_layers}-layer HookedTransformer, d_model {cfg.d_model}, {cfg.n_heads} heads of {cfg.d_head}, "
+              f"{mlp}, d_vocab {cfg.d_vocab}, n_ctx {cfg.n_ctx}, init {cfg.init}")
     else:
         weights = ", ".join(f"{name} {list(t.shape)}" for name, t in run.model.named_parameters())
         act = f", {cfg.act_fn}" if cfg.family == "circle" else ""

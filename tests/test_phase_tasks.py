@@ -124,3 +124,14 @@ def test_batched_head_scores_equal_transformer_lens_per_sequence():
             patterns[layer, b, head], detection[b].double(), exclude_bos=False, exclude_current_token=False,
             error_measure="mul") for b in range(4)]) for head in range(3)] for layer in range(2)], dtype=torch.float64)
         assert torch.allclose(ours, theirs, atol=1e-12), name
+
+
+@pytest.mark.parametrize("name", TASK_FIGURES)
+def test_every_task_figure_has_a_script_that_writes_it(reproduced, name, capsys):
+    import importlib
+
+    module = importlib.import_module(f"experiments.phase_changes.{name}")
+    assert module.__doc__.startswith(f"python experiments/phase_changes/{name}.py --run runs/phase-changes")
+    assert module.main(["--run", str(reproduced[0].out)]) == 0
+    assert (reproduced[0].out / "figures" / f"{name}.html").exists()
+    assert f"{name}: " in capsys.readouterr().out

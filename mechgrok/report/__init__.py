@@ -1,6 +1,7 @@
 """Reports: one figure builder per figure (:mod:`.figures`), their plotly drawing
 (:mod:`.plotting`) and the self-contained HTML report (:mod:`.html`); the figures of Pearce et
-al.'s explorable and their report (:mod:`.pair2023`). Analysis modules never import this package."""
+al.'s explorable and their report (:mod:`.pair2023`); the Alignment Forum post's (:mod:`.phase_changes`).
+Analysis modules never import this package."""
 
 # The figures of mechgrok.report.figures.FIGURES, by name and in report order (here so that the
 # command line can list them without importing torch).
@@ -37,4 +38,9 @@ PHASE_FIGURE_NAMES = (
     "induction_heads",
     "max_list_trigrams",
     "crossover",
+    "slingshots",
+    "weight_decay",
+    "more_data",
+    "excluded_loss",
+    "mlp2_clusters",
 )

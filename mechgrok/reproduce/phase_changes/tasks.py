@@ -79,7 +79,7 @@ def crossover_config(*, full: bool = False, **changes) -> Config:
     if full:
         return addition_config(full=False, **{"data": "fixed", "batch_size": 0, "lr": 1e-3, "epochs": 10_000,
                                               "eval_every": 20, "checkpoint_every": 1000, **changes})
-    return max_list_config(**{"data": "fixed", "batch_size": 0, "epochs": 3000, "eval_every": 10, "checkpoint_every": 1000,
+    return max_list_config(**{"data": "fixed", "batch_size": 0, "epochs": 2000, "eval_every": 10, "checkpoint_every": 1000,
                               **changes})
 
 

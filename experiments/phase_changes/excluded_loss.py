@@ -1,0 +1,24 @@
+"""python experiments/phase_changes/excluded_loss.py --run runs/phase-changes [--out DIR]
+
+The same as ``mechgrok figure excluded_loss --run runs/phase-changes``; runs from any directory. RUN is
+the folder of ``mechgrok reproduce phase-changes`` (docs/phase_changes.md).
+
+Nanda's Alignment Forum post (2022): the paper's excluded loss beside the one fitted on the train logits only.
+
+Writes RUN/figures/excluded_loss.html (interactive; opens offline) and the figure's data as CSV. The
+logic lives in mechgrok.report.phase_changes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mechgrok.cli import main as mechgrok_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    return mechgrok_main(["figure", "excluded_loss", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
