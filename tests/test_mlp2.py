@@ -125,12 +125,12 @@ def test_weight_clusters_find_planted_single_frequency_neurons():
     assert t.loc[5, "in_share"] == pytest.approx(0.5)
     assert t["live"].tolist() == [True] * 6 + [False]
     assert c.sizes == {1: 1, 2: 3, 5: 2}
-    assert not c.one_cluster_per_frequency  # neuron 5 has two frequencies
+    assert not c.every_live_neuron_sparse  # neuron 5 has two frequencies
     s = c.summary()
     assert (s["n_live"], s["n_sparse"], s["n_clusters"], s["n_frequencies"]) == (6, 5, 3, 6)
     json.dumps(s)
     pure = weight_clusters.weight_clusters(W_in[:, [0, 1, 2, 3, 4, 6]], W_L[[0, 1, 2, 3, 4, 6]])
-    assert pure.one_cluster_per_frequency and pure.sizes == {2: 3, 5: 2}
+    assert pure.every_live_neuron_sparse and pure.sizes == {2: 3, 5: 2}
     with pytest.raises(ValueError, match="do not fit"):
         weight_clusters.weight_clusters(W_in, W_L[:, :5])
     with pytest.raises(ValueError, match="sparse_share=0"):
@@ -234,14 +234,14 @@ def test_plan_summarise_and_claims_read_the_run_folders(tiny_out):
     assert verdict["mlp2_groks"] == all(s["final_test_acc"] >= 0.99 and s["test_acc_step"] is not None for s in seeds.values())
     edited = json.loads(json.dumps(summary))
     for s in edited["mlp2"]["seeds"].values():
-        s.update(test_acc_step=100, final_test_acc=1.0, one_cluster_per_frequency=True, cluster_size_min=3, cluster_size_max=7,
+        s.update(test_acc_step=100, final_test_acc=1.0, every_live_neuron_sparse=True, cluster_size_min=3, cluster_size_max=7,
                  n_clusters=s["n_frequencies"], n_sparse=s["n_live"])
     assert all(part.claims(edited).values()) == (min(s["kept_test_acc"] for s in seeds.values()) >= 0.99
                                                 and max(s["removed_acc_all"] for s in seeds.values()) < 0.1)
     edited["mlp2"]["seeds"]["0"]["cluster_size_max"] = 8
     assert not part.claims(edited)["mlp2_cluster_sizes_3_to_7"]
     one = edited["mlp2"]["seeds"]["0"]
-    one.update(n_live=100, n_sparse=90, one_cluster_per_frequency=False)  # 90% sparse: one cluster each, not every neuron
+    one.update(n_live=100, n_sparse=90, every_live_neuron_sparse=False)  # 90% sparse: one cluster each, not every neuron
     assert part.claims(edited)["mlp2_one_cluster_per_frequency"] and not part.claims(edited)["mlp2_every_live_neuron_sparse"]
     one.update(n_sparse=89)
     assert not part.claims(edited)["mlp2_one_cluster_per_frequency"]

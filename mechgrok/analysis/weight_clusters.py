@@ -15,8 +15,9 @@ the residues a (``W_input[:, n]``, [p]), and an output side, what it adds to eac
   cut of the paper's activation clusters, ``circuits.neuron_clusters``) counts it as sparse.
 * **live** neurons: ``‖W_input[:, n]‖·‖W_L[n]‖`` at least ``NEGLIGIBLE`` (1%) of the largest
   neuron's. Weight decay drives unused neurons to ~0; their direction is noise, not a frequency.
-* a **cluster** is the live neurons of one frequency. "One cluster per frequency" holds when
-  every live neuron is sparse on both sides (so it sits in exactly one cluster).
+* a **cluster** is the live neurons of one frequency. Each sparse neuron sits in exactly one
+  frequency's cluster; ``every_live_neuron_sparse`` says whether all of them do (how many must,
+  for the post's claim, is the reproduction's rule: :mod:`mechgrok.reproduce.phase_changes.mlp`).
 
 Valid for any model with per-residue input weights and a neuron-to-logit map over p outputs
 (odd p): the modular MLP families. Pure functions of tensors; axis names from ``mechgrok.hooks``.
@@ -60,9 +61,9 @@ class WeightClusters:
         return (self.p - 1) // 2
 
     @property
-    def one_cluster_per_frequency(self) -> bool:
-        """Every live neuron is sparse on both sides (so it belongs to one frequency's cluster), and
-        at least one neuron is live."""
+    def every_live_neuron_sparse(self) -> bool:
+        """Every live neuron is sparse on both sides (so each belongs to one frequency's cluster),
+        and at least one neuron is live: the strictest reading of "one cluster per frequency"."""
         live = self.live
         return len(live) > 0 and bool(live["sparse"].all())
 
@@ -84,7 +85,7 @@ class WeightClusters:
             "in_share_min": float(live["in_share"].min()) if len(live) else float("nan"),
             "out_share_mean": float(live["out_share"].mean()) if len(live) else float("nan"),
             "out_share_min": float(live["out_share"].min()) if len(live) else float("nan"),
-            "one_cluster_per_frequency": self.one_cluster_per_frequency,
+            "every_live_neuron_sparse": self.every_live_neuron_sparse,
             "sparse_share": self.sparse_share,
             "negligible": self.negligible,
         }
@@ -110,7 +111,7 @@ def weight_clusters(
     unfactored input side); ``W_L``: the neuron-to-logit map with p outputs (``task_logits``).
 
     >>> c = weight_clusters(model.W_E.detach(), model.W_L.detach())
-    >>> c.sizes, c.one_cluster_per_frequency
+    >>> c.sizes, c.every_live_neuron_sparse
     """
     if W_input.ndim != 2 or W_L.ndim != 2 or W_input.shape[1] != W_L.shape[0] or W_input.shape[0] != W_L.shape[1]:
         raise ValueError(

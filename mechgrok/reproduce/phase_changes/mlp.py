@@ -156,7 +156,7 @@ def claims(summary: dict[str, Any]) -> dict[str, bool]:
         "mlp2_groks": all(groks),
         "mlp2_one_cluster_per_frequency": all(
             g and s["n_live"] > 0 and s["n_sparse"] >= SPARSE_NEURONS * s["n_live"] for g, s in zip(groks, seeds)),
-        "mlp2_every_live_neuron_sparse": all(g and s["one_cluster_per_frequency"] for g, s in zip(groks, seeds)),
+        "mlp2_every_live_neuron_sparse": all(g and s["every_live_neuron_sparse"] for g, s in zip(groks, seeds)),
         "mlp2_every_frequency_has_a_cluster": all(s["n_clusters"] == s["n_frequencies"] for s in seeds),
         "mlp2_cluster_sizes_3_to_7": all(low <= s["cluster_size_min"] and s["cluster_size_max"] <= high for s in seeds),
         "mlp2_cluster_frequencies_carry_the_loss": all(
