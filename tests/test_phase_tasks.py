@@ -135,3 +135,8 @@ def test_every_task_figure_has_a_script_that_writes_it(reproduced, name, capsys)
     assert module.main(["--run", str(reproduced[0].out)]) == 0
     assert (reproduced[0].out / "figures" / f"{name}.html").exists()
     assert f"{name}: " in capsys.readouterr().out
+
+
+def test_every_phase_figure_has_one_owning_part():
+    assert list(pipeline.FIGURE_PARTS) == list(PHASE_FIGURE_NAMES)
+    assert set(pipeline.FIGURE_PARTS.values()) == set(pipeline.PARTS)

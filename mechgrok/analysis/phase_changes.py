@@ -10,7 +10,8 @@ numbers, each a keyword argument:
    The curve is smoothed by a centred running median of ``smooth`` points, so one noisy
    evaluation neither makes nor hides a phase change.
 2. **A sharp fall.** Over a window of ``window`` steps centred on step t, the smoothed curve
-   falls by at least ``min_drop`` (default ln 2: the loss halves; scores: 0.3).
+   falls by at least ``min_drop`` (default ln 2: the loss halves; scores: a rise of 0.15, set on
+   the induction runs, whose heads share the induction attention and each end near 0.4).
 3. **An acceleration, not a steady decline.** That fall is at least ``sharpness`` (default 2)
    times faster, per step, than the curve fell over the window just before it (up to one
    window long, at least a quarter), where the rate before is the median of the falls between
@@ -39,7 +40,7 @@ import pandas as pd
 __all__ = ["PhaseChange", "detect", "largest", "table", "MIN_DROP_LOG", "MIN_RISE", "SHARPNESS", "WINDOW_FRACTION"]
 
 MIN_DROP_LOG = float(np.log(2.0))  # a loss must at least halve within the window
-MIN_RISE = 0.3  # a score in [0, 1] must rise at least this much within the window
+MIN_RISE = 0.15  # a score in [0, 1] must rise at least this much within the window
 SHARPNESS = 2.0  # ... and at least this many times faster than over the window before
 WINDOW_FRACTION = 0.1  # default window: this share of the logged span of steps
 _FLOOR = 1e-30  # losses at or below this are read as this (ln of 0 is -inf)

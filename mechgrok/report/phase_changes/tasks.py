@@ -139,15 +139,19 @@ def induction_heads(summary: dict[str, Any]) -> FigureOutput:
     parts.append("The test loss has no phase change by the rule." if drop is None else
                  f"The test loss changes phase at step {drop['step']:,} ({drop['before']:.3g} → {drop['after']:.3g}, window "
                  f"{drop['start']:,}–{drop['end']:,}, shaded).")
-    parts.append(f"The head with the highest repeat-induction score at the end is L{h['layer']}H{h['head']} "
-                 f"({h['repeat_induction']:.2f}; TransformerLens's induction score {h['induction']:.2f})"
+    parts.append(f"The head after layer 0 with the highest repeat-induction score over the last quarter of the run is "
+                 f"L{h['layer']}H{h['head']} (mean {h['late_mean_repeat_induction']:.2f}; at the end {h['repeat_induction']:.2f}, "
+                 f"TransformerLens's induction score {h['induction']:.2f})"
                  + ("." if prev is None else f"; the best previous-token head before it is L{prev['layer']}H{prev['head']} "
                     f"({prev['previous_token']:.2f})."))
-    parts.append("Its score has no jump by the rule." if jump is None else
-                 f"Its score jumps at step {jump['step']:,} ({jump['before']:.2f} → {jump['after']:.2f}, window "
-                 f"{jump['start']:,}–{jump['end']:,}), " + ("overlapping" if drop and jump['start'] <= drop['end'] and
-                                                          drop['start'] <= jump['end'] else "not overlapping")
-                 + " the loss's phase change.")
+    overlap = jump is not None and drop is not None and jump["start"] <= drop["end"] and drop["start"] <= jump["end"]
+    parts.append("Its score has no jump by the rule (a rise of 0.15 within the window, twice the pace before)." if jump is None
+                 else f"Its score jumps at step {jump['step']:,} ({jump['before']:.2f} → {jump['after']:.2f}, window "
+                 f"{jump['start']:,}–{jump['end']:,}), {'overlapping' if overlap else 'not overlapping'} the loss's phase change.")
+    during = s["score_during_loss_change"]
+    if during is not None:
+        parts.append(f"Across the loss's phase change (steps {during['start']:,}–{during['end']:,}) the score goes "
+                     f"{during['before']:.2f} → {during['after']:.2f} ({during['after'] / max(during['before'], 1e-12):.1f}×).")
     return FigureOutput("induction_heads", fig, {"": scores, "metrics": metrics}, " ".join(parts) + _post("induction"))
 
 

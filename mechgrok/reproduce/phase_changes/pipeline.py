@@ -29,7 +29,7 @@ from mechgrok.sweeps import Sweep, run_sweep
 from mechgrok.sweeps.execute import usable_cpus
 
 __all__ = ["PARTS", "DEFAULT_OUT", "EXECUTORS", "plan", "train_all", "summarise", "claims", "build_figures",
-           "make_figure", "reproduce_phase_changes", "PhaseChangesResult"]
+           "FIGURE_PARTS", "make_figure", "reproduce_phase_changes", "PhaseChangesResult"]
 
 DEFAULT_OUT = "runs/phase-changes"
 # part -> (its settings module, its figures module)
@@ -128,19 +128,26 @@ def build_figures(out: str | Path, summary: dict[str, Any]) -> list:
     return figures
 
 
-def make_figure(name: str, out: str | Path):
-    """One figure of :data:`mechgrok.report.PHASE_FIGURE_NAMES`, from the reproduction folder ``out``."""
-    from mechgrok.report import PHASE_FIGURE_NAMES
+# figure -> the part that builds it (mechgrok.report.PHASE_FIGURE_NAMES, in the same order)
+FIGURE_PARTS = {
+    "addition_digits": "tasks", "induction_heads": "tasks", "max_list_trigrams": "tasks", "crossover": "tasks",
+    "slingshots": "mainline", "weight_decay": "mainline", "more_data": "mainline", "excluded_loss": "mainline",
+    "mlp2_clusters": "mlp",
+}
 
-    if name not in PHASE_FIGURE_NAMES:
-        raise ValueError(f"unknown phase-changes figure {name!r}; choose one of {list(PHASE_FIGURE_NAMES)}")
+
+def make_figure(name: str, out: str | Path):
+    """One figure of :data:`mechgrok.report.PHASE_FIGURE_NAMES`, from the reproduction folder ``out``
+    (only the part that owns it is summarised)."""
+    if name not in FIGURE_PARTS:
+        raise ValueError(f"unknown phase-changes figure {name!r}; choose one of {list(FIGURE_PARTS)}")
     out = Path(out)
     if not out.is_dir():
         raise ValueError(f"{out} is not a folder; pass the folder of `mechgrok reproduce phase-changes --out DIR`")
-    for part in PARTS:
-        for figure in _part(part, 1).figures(out, _part(part).summarise(out)):
-            if figure.name == name:
-                return figure
+    part = FIGURE_PARTS[name]
+    for figure in _part(part, 1).figures(out, _part(part).summarise(out)):
+        if figure.name == name:
+            return figure
     raise ValueError(f"{out} holds no runs for the figure {name!r} yet; run `mechgrok reproduce phase-changes --out {out}` first")
 
 

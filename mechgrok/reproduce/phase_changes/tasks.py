@@ -208,23 +208,33 @@ def _induction_summary(run_dir: Path) -> dict[str, Any]:
     loss_changes = phase_changes.detect(metrics.epoch.to_numpy(float), metrics.test_loss.to_numpy(float))
     loss_change = phase_changes.largest(loss_changes)
     scores = score_curves(run_dir)
+    # the induction head: of the heads after layer 0 (an induction head reads a previous-token head's
+    # output), the one with the highest mean repeat-induction score over the last quarter of the run
+    late = scores[scores.epoch >= scores.epoch.max() * 0.75]
+    later = late[late.layer >= 1] if (late.layer >= 1).any() else late
+    mean = later.groupby(["layer", "head"]).repeat_induction.mean()
+    layer, head_index = mean.idxmax()
     final = scores[scores.epoch == scores.epoch.max()]
-    # an induction head reads a previous-token head's output, so it sits in a later layer than the first
-    last_layers = final[final.layer >= 1] if (final.layer >= 1).any() else final
-    best = last_layers.loc[last_layers.repeat_induction.idxmax()]
-    prev = final[final.layer < best.layer]
+    best = final[(final.layer == layer) & (final["head"] == head_index)].iloc[0]
+    prev = final[final.layer < layer]
     prev_best = prev.loc[prev.previous_token.idxmax()] if not prev.empty else None
-    head = scores[(scores.layer == best.layer) & (scores["head"] == best["head"])].sort_values("epoch")
-    jumps = phase_changes.detect(head.epoch.to_numpy(float), head.repeat_induction.to_numpy(float), log=False, rising=True)
-    jump = phase_changes.largest(jumps)
+    head = scores[(scores.layer == layer) & (scores["head"] == head_index)].sort_values("epoch")
+    # a score jump: the rule on the score as it is (a rise of MIN_RISE within the window, 2x the pace before)
+    x, y = head.epoch.to_numpy(float), head.repeat_induction.to_numpy(float)
+    jump = phase_changes.largest(phase_changes.detect(x, y, log=False, rising=True))
+    during = None
+    if loss_change is not None:  # the head's score across the loss's phase-change window
+        during = {"start": loss_change.start, "end": loss_change.end, "before": float(np.interp(loss_change.start, x, y)),
+                  "after": float(np.interp(loss_change.end, x, y))}
     return {
         "run": str(run_dir), "steps": int(metrics.epoch.iloc[-1]), "final": _final(run_dir),
         "loss_phase_change": None if loss_change is None else loss_change.to_dict(),
-        "induction_head": {"layer": int(best.layer), "head": int(best["head"]), "repeat_induction": float(best.repeat_induction),
-                           "induction": float(best.induction)},
+        "induction_head": {"layer": int(layer), "head": int(head_index), "repeat_induction": float(best.repeat_induction),
+                           "induction": float(best.induction), "late_mean_repeat_induction": float(mean.max())},
         "previous_token_head": None if prev_best is None else {
             "layer": int(prev_best.layer), "head": int(prev_best["head"]), "previous_token": float(prev_best.previous_token)},
         "score_jump": None if jump is None else jump.to_dict(),
+        "score_during_loss_change": during,
     }
 
 
@@ -234,6 +244,7 @@ def claims(summary: dict[str, Any]) -> dict[str, bool]:
     if "addition" in summary:
         out["addition: a separate phase change for at least 4 digits"] = len(summary["addition"]["digits_with_phase_change"]) >= 4
     if "induction" in summary:
+        # the loss changes phase, the induction head's score jumps, and the two windows overlap
         s = summary["induction"]
         jump, drop = s["score_jump"], s["loss_phase_change"]
         out["induction: the induction score jumps with the loss drop"] = bool(
