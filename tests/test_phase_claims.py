@@ -19,22 +19,22 @@ def _claims(tmp_path, experiment: str) -> dict:
 
 def test_addition_shows_a_separate_phase_change_for_at_least_4_digits(tmp_path):
     summary, claims = _claims(tmp_path, "addition")
-    assert claims["addition: a separate phase change for at least 4 digits"], summary["addition"]["phase_changes"]
+    assert claims["addition_digit_phase_changes"], summary["addition"]["phase_changes"]
     steps = [r["step"] for r in summary["addition"]["phase_changes"] if r["step"] == r["step"]]
     assert len(set(steps)) == len(steps)  # separate: no two digits change at one step
 
 
 def test_the_induction_score_jumps_with_the_loss_drop(tmp_path):
     summary, claims = _claims(tmp_path, "induction")
-    assert claims["induction: the induction score jumps with the loss drop"], summary["induction"]
+    assert claims["induction_score_jumps_with_loss"], summary["induction"]
     assert summary["induction"]["induction_head"]["layer"] == 1
 
 
 def test_max_of_a_list_shows_a_phase_change_per_skip_trigram(tmp_path):
     summary, claims = _claims(tmp_path, "max_list")
-    assert claims["max_list: every skip trigram has its own phase change"], summary["max_list"]["phase_changes"]
+    assert claims["max_list_trigram_phase_changes"], summary["max_list"]["phase_changes"]
 
 
 def test_the_crossover_search_brackets_a_train_size_that_groks(tmp_path):
     summary, claims = _claims(tmp_path, "crossover")
-    assert claims["crossover: the search brackets a train size that groks"], summary["crossover"]["runs"]
+    assert claims["crossover_bracketed"], summary["crossover"]["runs"]

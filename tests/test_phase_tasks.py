@@ -44,9 +44,9 @@ def test_the_tasks_part_trains_summarises_and_decides_every_claim(reproduced):
     assert s["max_list"]["trigrams"] == 3
     assert {r["n_train"] for r in s["crossover"]["runs"]} >= {5, 40}
     assert set(result.claims) == {
-        "addition: a separate phase change for at least 4 digits", "induction: the induction score jumps with the loss drop",
-        "max_list: every skip trigram has its own phase change", "crossover: the search brackets a train size that groks"}
-    assert not result.claims["addition: a separate phase change for at least 4 digits"]  # 3 digits cannot hold 4
+        "addition_digit_phase_changes", "induction_score_jumps_with_loss",
+        "max_list_trigram_phase_changes", "crossover_bracketed"}
+    assert not result.claims["addition_digit_phase_changes"]  # 3 digits cannot hold 4
     saved = json.loads((result.out / "summary.json").read_text())
     assert saved["claims"] == result.claims and set(saved["captions"]) == set(TASK_FIGURES)
 

@@ -19,7 +19,8 @@ from mechgrok.report.html import SUMMARY_FILE, write_page, write_summary
 __all__ = ["write_report"]
 
 
-def write_report(out_dir: str | Path, figures: Sequence[FigureOutput], summary: dict[str, Any], claims: dict[str, bool]) -> Path:
+def write_report(out_dir: str | Path, figures: Sequence[FigureOutput], summary: dict[str, Any], claims: dict[str, bool],
+                 claim_texts: dict[str, str] | None = None) -> Path:
     """Write ``OUT/report.html`` (one self-contained page: the claims table, then every figure) and
     ``OUT/summary.json`` (the parts' summaries, the claims and every caption); return the page's path."""
     if not figures:
@@ -27,7 +28,8 @@ def write_report(out_dir: str | Path, figures: Sequence[FigureOutput], summary: 
     names = [f.name for f in figures]
     if len(set(names)) != len(names):
         raise ValueError(f"figure names repeat: {names}; each figure must appear once")
-    table = pd.DataFrame([{"claim (the post's)": claim, "holds in these runs": "yes" if held else "no"}
+    texts = claim_texts or {}
+    table = pd.DataFrame([{"claim": claim, "what it says": texts.get(claim, ""), "holds in these runs": "yes" if held else "no"}
                           for claim, held in claims.items()])
     held = sum(claims.values())
     intro = ('<p class="caption">Runs of mechgrok beside Nanda, "A Mechanistic Interpretability Analysis of Grokking" '

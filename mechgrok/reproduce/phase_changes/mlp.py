@@ -56,7 +56,7 @@ from mechgrok.report.figures import GROKKED_TEST_ACCURACY
 from mechgrok.reproduce.pair_pipeline import run_curve
 from mechgrok.sweeps import MANIFEST_FILE, Sweep, read_manifest
 
-__all__ = ["EXPERIMENTS", "SEEDS", "FULL_SEEDS", "DEFAULT_P", "FULL_P", "SPARSE_NEURONS", "POST", "mlp2_config", "plan", "summarise", "claims",
+__all__ = ["EXPERIMENTS", "SEEDS", "FULL_SEEDS", "DEFAULT_P", "FULL_P", "SPARSE_NEURONS", "POST", "mlp2_config", "plan", "summarise", "claims", "figures", "CLAIMS",
            "cluster_readout", "experiment_runs"]
 
 EXPERIMENTS = ("mlp2",)
@@ -143,6 +143,24 @@ def summarise(out: str | Path) -> dict[str, Any]:
     return {"mlp2": {"p": cfg.p, "d_mlp": cfg.d_mlp, "frac_train": cfg.frac_train, "pairs": cfg.pairs, "lr": cfg.lr,
                      "weight_decay": cfg.weight_decay, "epochs": cfg.epochs, "seeds": seeds,
                      "wall_s": max((s["elapsed_s"] for s in seeds.values()), default=0.0)}}
+
+
+# Each claim's id (the keys of :func:`claims`) and what it says, for the report's table.
+CLAIMS = {
+    "mlp2_groks": "the 2-layer MLP groks: every seed's test accuracy reaches and ends at >= 0.99",
+    "mlp2_one_cluster_per_frequency": "the 2-layer MLP has one neuron cluster per frequency (>= 90% of live neurons sparse)",
+    "mlp2_every_live_neuron_sparse": "every live neuron of the 2-layer MLP is sparse in the 1D Fourier basis (the strict reading)",
+    "mlp2_every_frequency_has_a_cluster": "every frequency has a cluster (the post: a cluster for every single frequency)",
+    "mlp2_cluster_sizes_3_to_7": "every cluster holds 3 to 7 neurons (the post, at width 256)",
+    "mlp2_cluster_frequencies_carry_the_loss": "keeping only the clusters' frequencies keeps the accuracy; removing them breaks it",
+}
+
+
+def figures(out: str | Path, summary: dict[str, Any]) -> list:
+    """The part's figures (:mod:`mechgrok.report.phase_changes.mlp`)."""
+    from mechgrok.report.phase_changes import mlp as figures_module
+
+    return figures_module.figures(Path(out), summary)
 
 
 def claims(summary: dict[str, Any]) -> dict[str, bool]:

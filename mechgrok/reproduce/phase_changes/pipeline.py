@@ -32,17 +32,17 @@ __all__ = ["PARTS", "DEFAULT_OUT", "EXECUTORS", "plan", "train_all", "summarise"
            "FIGURE_PARTS", "make_figure", "reproduce_phase_changes", "PhaseChangesResult"]
 
 DEFAULT_OUT = "runs/phase-changes"
-# part -> (its settings module, its figures module)
+# part -> its module: plan, summarise, claims, CLAIMS (id -> what it says) and figures
 PARTS = {
-    "tasks": ("mechgrok.reproduce.phase_changes.tasks", "mechgrok.report.phase_changes.tasks"),
-    "mainline": ("mechgrok.reproduce.phase_changes.mainline", "mechgrok.report.phase_changes.mainline"),
-    "mlp": ("mechgrok.reproduce.phase_changes.mlp", "mechgrok.report.phase_changes.mlp"),
+    "tasks": "mechgrok.reproduce.phase_changes.tasks",
+    "mainline": "mechgrok.reproduce.phase_changes.mainline",
+    "mlp": "mechgrok.reproduce.phase_changes.mlp",
 }
 EXECUTORS = ("process", "inline")
 
 
-def _part(name: str, which: int = 0):
-    return importlib.import_module(PARTS[name][which])
+def _part(name: str):
+    return importlib.import_module(PARTS[name])
 
 
 def plan(full: bool = False, *, n_digits: int = 5, parts: tuple[str, ...] = tuple(PARTS)) -> dict[str, dict[str, Sweep]]:
@@ -132,11 +132,19 @@ def claims(summary: dict[str, Any]) -> dict[str, bool]:
     return out
 
 
+def claim_texts(parts) -> dict[str, str]:
+    """{claim id: what it says} of the parts."""
+    out: dict[str, str] = {}
+    for name in parts:
+        out.update(getattr(_part(name), "CLAIMS", {}))
+    return out
+
+
 def build_figures(out: str | Path, summary: dict[str, Any]) -> list:
     """Every part's figures (FigureOutputs), in part order."""
     figures = []
     for name, part_summary in summary.items():
-        figures.extend(_part(name, 1).figures(Path(out), part_summary))
+        figures.extend(_part(name).figures(Path(out), part_summary))
     return figures
 
 
@@ -157,7 +165,7 @@ def make_figure(name: str, out: str | Path):
     if not out.is_dir():
         raise ValueError(f"{out} is not a folder; pass the folder of `mechgrok reproduce phase-changes --out DIR`")
     part = FIGURE_PARTS[name]
-    for figure in _part(part, 1).figures(out, _part(part).summarise(out)):
+    for figure in _part(part).figures(out, _part(part).summarise(out)):
         if figure.name == name:
             return figure
     raise ValueError(f"{out} holds no runs for the figure {name!r} yet; run `mechgrok reproduce phase-changes --out {out}` first")
@@ -191,6 +199,6 @@ def reproduce_phase_changes(out: str | Path = DEFAULT_OUT, *, full: bool = False
     seconds["train"] = time.perf_counter() - t0
     summary = summarise(out, tuple(plans))
     decided = claims(summary)
-    report = write_report(out, build_figures(out, summary), summary, decided)
+    report = write_report(out, build_figures(out, summary), summary, decided, claim_texts(tuple(plans)))
     seconds["total"] = time.perf_counter() - t0
     return PhaseChangesResult(out, summary, decided, report, seconds)

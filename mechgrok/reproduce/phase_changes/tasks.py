@@ -45,7 +45,7 @@ from mechgrok.training.sequence import component_curves
 ADDITION_WINDOW = 0.05
 
 __all__ = ["addition_config", "induction_config", "max_list_config", "crossover_config", "CROSSOVER_SIZES", "plan",
-           "next_sizes", "crossover_search", "summarise", "claims", "ADDITION_WINDOW"]
+           "next_sizes", "crossover_search", "summarise", "claims", "figures", "CLAIMS", "ADDITION_WINDOW"]
 
 _SEQ = dict(family="sequence_transformer", lr=1e-3, weight_decay=1.0, beta1=0.9, beta2=0.98, warmup_steps=10,
             loss_dtype="float64", init="paper", seed=0)
@@ -238,20 +238,36 @@ def _induction_summary(run_dir: Path) -> dict[str, Any]:
     }
 
 
+# Each claim's id (the keys of :func:`claims`) and what it says, for the report's table.
+CLAIMS = {
+    "addition_digit_phase_changes": "5-digit addition on fresh data: a separate phase change for at least 4 answer digits",
+    "induction_score_jumps_with_loss": "repeated subsequences: the induction head's score jumps with the loss's phase change",
+    "max_list_trigram_phase_changes": "max of a list: every skip trigram has its own phase change",
+    "crossover_bracketed": "the automatic search brackets a train size that groks (memorise below, generalise above)",
+}
+
+
+def figures(out: str | Path, summary: dict[str, Any]) -> list:
+    """The part's figures (:mod:`mechgrok.report.phase_changes.tasks`)."""
+    from mechgrok.report.phase_changes import tasks as figures_module
+
+    return figures_module.figures(Path(out), summary)
+
+
 def claims(summary: dict[str, Any]) -> dict[str, bool]:
     """Each claim of the post on these runs, decided by the rules (None-safe: a missing experiment is False)."""
     out = {}
     if "addition" in summary:
-        out["addition: a separate phase change for at least 4 digits"] = len(summary["addition"]["digits_with_phase_change"]) >= 4
+        out["addition_digit_phase_changes"] = len(summary["addition"]["digits_with_phase_change"]) >= 4
     if "induction" in summary:
         # the loss changes phase, the induction head's score jumps, and the two windows overlap
         s = summary["induction"]
         jump, drop = s["score_jump"], s["loss_phase_change"]
-        out["induction: the induction score jumps with the loss drop"] = bool(
+        out["induction_score_jumps_with_loss"] = bool(
             jump and drop and jump["start"] <= drop["end"] and drop["start"] <= jump["end"])
     if "max_list" in summary:
         s = summary["max_list"]
-        out["max_list: every skip trigram has its own phase change"] = s["trigrams_with_phase_change"] == s["trigrams"]
+        out["max_list_trigram_phase_changes"] = s["trigrams_with_phase_change"] == s["trigrams"]
     if "crossover" in summary:
-        out["crossover: the search brackets a train size that groks"] = bool(summary["crossover"]["bracketed"])
+        out["crossover_bracketed"] = bool(summary["crossover"]["bracketed"])
     return out
