@@ -59,7 +59,7 @@ from mechgrok.sweeps import MANIFEST_FILE, Sweep, read_manifest
 
 __all__ = ["EXPERIMENTS", "POST", "SLINGSHOT_BATCH", "mainline_config", "plan", "experiment_runs", "run_readout",
            "slingshot_readout", "weight_decay_readout", "more_data_readout", "excluded_loss_readout", "summarise",
-           "claims", "contrast_run", "excluded_loss_run", "figure_inputs", "build_figures"]
+           "claims", "contrast_run", "excluded_loss_run", "figure_inputs", "build_figures", "figures", "CLAIMS"]
 
 EXPERIMENTS = ("slingshots", "weight_decay", "more_data", "excluded_loss")
 DEFAULT_P = 31
@@ -270,3 +270,16 @@ def build_figures(out: str | Path) -> list:
     """Every figure of the mainline part (``FigureOutput`` each), from the experiments' run folders."""
     inputs = figure_inputs(out)
     return [builder(inputs[name]) for name, builder in MAINLINE_FIGURES.items()]
+
+
+def figures(out: str | Path, summary: dict[str, Any]) -> list:
+    """The part's figures, for the pipeline (:func:`build_figures`; the runs carry what they need)."""
+    return build_figures(out)
+
+
+# Each claim's id (the keys of :func:`claims`) and what it says, for the report's table.
+CLAIMS = {
+    "float32_slingshots": "the mainline model's float32 loss shows slingshot spikes; the same run in float64 shows none",
+    "lower_weight_decay_groks_later": "lower weight decay delays grokking rather than stopping it",
+    "more_data_train_loss_phase_change": "with 95% of the pairs, train loss changes phase too, together with test loss",
+}
