@@ -131,3 +131,12 @@ def test_sequence_settings_that_do_not_fit_are_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="decay='l1'"):
         train(CONFIGS["max_list"].replace(decay="l1", epochs=1), tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_the_stacked_trainer_refuses_minibatches(tmp_path):
+    from mechgrok.training.stack import train_stack
+
+    cfg = Config(p=11, family="mlp", d_model=8, d_mlp=4, pairs="unordered", frac_train=0.5, batch_size=8, epochs=1)
+    with pytest.raises(ValueError, match="batch_size=8: the stacked trainer"):
+        train_stack([cfg], [tmp_path / "run"])
+    assert not (tmp_path / "run").exists()

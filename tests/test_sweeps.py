@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mechgrok.config import SCHEMA_VERSION
+
 from mechgrok import runs
 from mechgrok.config import Config
 from mechgrok.sweeps import (
@@ -106,7 +108,7 @@ def test_the_manifest_records_the_sweep_and_a_folder_only_grows(tmp_path):
     out = tmp_path / "sweep"
     open_sweep(out, SWEEP)
     saved = json.loads((out / MANIFEST_FILE).read_text())
-    assert saved["format"] == "mechgrok-sweep" and saved["schema_version"] == 1 and saved["config_schema_version"] == 3
+    assert saved["format"] == "mechgrok-sweep" and saved["schema_version"] == 1 and saved["config_schema_version"] == SCHEMA_VERSION
     assert saved["axes"] == {"weight_decay": [0.01, 0.1], "seed": [0, 1]} and saved["base"] == BASE.to_dict()
     assert read_manifest(out).runs == SWEEP.runs
     before = (out / MANIFEST_FILE).read_text()

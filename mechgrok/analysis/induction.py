@@ -88,12 +88,15 @@ def earlier_copy(tokens: Int[Tensor, "batch pos"], second: Int[Tensor, "batch"],
 
 
 @torch.no_grad()
-def score_table(model, tokens: Int[Tensor, "batch pos"], labels: Int[Tensor, "batch loss_pos"], task: InductionTask) -> pd.DataFrame:
-    """One row per (layer, head): its previous_token, induction and repeat_induction scores on these sequences."""
+def score_table(model, tokens: Int[Tensor, "batch pos"], labels: Int[Tensor, "batch loss_pos"], task: InductionTask,
+                detection: dict[str, Tensor] | None = None) -> pd.DataFrame:
+    """One row per (layer, head): its previous_token, induction and repeat_induction scores on these
+    sequences. ``detection``: :func:`detection_patterns` of ``tokens``, when already computed (they
+    depend on the tokens only, and take most of the time)."""
     if not isinstance(task, InductionTask):
         raise ValueError(f"score_table reads the repeated-subsequence task's sequences, not {type(task).__name__}'s")
     patterns = attention_patterns(model, tokens).cpu().double()
-    detection = detection_patterns(tokens)
+    detection = detection_patterns(tokens) if detection is None else detection
     scores = {name: head_scores(patterns, pattern) for name, pattern in detection.items()}
     scores["repeat_induction"] = repeat_induction(patterns, tokens.cpu(), labels.cpu(), task)
     n_layers, n_heads = scores["induction"].shape
@@ -122,7 +125,9 @@ def score_curves(run_dir, n_sequences: int = 200) -> pd.DataFrame:
             return saved.drop(columns="n_sequences")
     data = run_data(run.config)
     test = data.split.test[:n_sequences]
-    frames = [score_table(run.load_epoch(e), data.tokens[test], data.labels[test], data.task).assign(epoch=e) for e in epochs]
+    tokens, labels = data.tokens[test], data.labels[test]
+    detection = detection_patterns(tokens)
+    frames = [score_table(run.load_epoch(e), tokens, labels, data.task, detection).assign(epoch=e) for e in epochs]
     table = pd.concat(frames, ignore_index=True)[["epoch", "layer", "head", *MEASURES]]
     runs.atomic_write_text(cache, table.assign(n_sequences=n_sequences).to_csv(index=False))
     return table

@@ -706,6 +706,11 @@ def train_stack(
                 f"family={cfg.family!r} trains with the {registry.family(cfg.family).training} trainer; train it with "
                 "mechgrok.train(cfg, out_dir), not the stacked trainer"
             )
+        if cfg.batch_size != 0:
+            raise ValueError(
+                f"batch_size={cfg.batch_size}: the stacked trainer steps on the whole train set of every model "
+                f"(family={cfg.family!r}); pass batch_size=0 (minibatches exist for the transformer and the sequence tasks)"
+            )
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1, or None to probe the fastest")
     dev = resolve_device(device)

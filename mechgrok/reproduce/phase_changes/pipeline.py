@@ -76,9 +76,9 @@ def _device_for(sweep: Sweep, device: str) -> str:
     return "cpu" if any(registry.family(c.family).training == "fast" for c in sweep.configs) else device
 
 
-def _train_one(name: str, sweep: Sweep, folder: str, device: str, threads: int | None) -> tuple[str, float]:
-    """Train one experiment in this process (a pool worker, or inline)."""
-    t0 = time.perf_counter()
+def _train_one(name: str, sweep: Sweep, folder: str, device: str, threads: int | None) -> tuple[str, float, float]:
+    """Train one experiment in this process (a pool worker, or inline): (name, wall s, CPU s of this process)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     if name == "crossover":
         from mechgrok.reproduce.phase_changes.tasks import crossover_search
 
@@ -87,12 +87,13 @@ def _train_one(name: str, sweep: Sweep, folder: str, device: str, threads: int |
                                                                            threads=threads))
     else:
         run_sweep(sweep, folder, executor="inline", device=device, threads=threads)
-    return name, time.perf_counter() - t0
+    return name, time.perf_counter() - t0, time.process_time() - c0
 
 
 def train_all(out: str | Path, plans: dict[str, dict[str, Sweep]], *, executor: str = "process", workers: int | None = None,
               device: str = "cpu", threads: int | None = None, on_step: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Train (or reuse) every experiment into ``OUT/<experiment>``; seconds per experiment."""
+    """Train (or reuse) every experiment into ``OUT/<experiment>``; {experiment: {"wall_s", "cpu_s"}}
+    (the CPU seconds of the process that trained it: on a shared machine, what it would take alone)."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor={executor!r} is not one of {list(EXECUTORS)}; pass e.g. executor='process'")
     say = on_step or (lambda message: None)
@@ -103,19 +104,20 @@ def train_all(out: str | Path, plans: dict[str, dict[str, Sweep]], *, executor: 
         say(f"{', '.join(on_cpu)}: the mainline transformer's exact fast step runs on the CPU only, so "
             f"{'it trains' if len(on_cpu) == 1 else 'they train'} there; the rest on {device}")
     out = Path(out)
-    seconds: dict[str, float] = {}
+    seconds: dict[str, dict[str, float]] = {}
     if executor == "inline" or (workers or usable_cpus()) == 1:
         for name, sweep in jobs:
-            _, seconds[name] = _train_one(name, sweep, str(out / name), devices[name], threads)
-            say(f"{name}: {len(sweep)} run(s) ready in {seconds[name]:.0f} s")
+            _, wall, cpu = _train_one(name, sweep, str(out / name), devices[name], threads)
+            seconds[name] = {"wall_s": wall, "cpu_s": cpu}
+            say(f"{name}: {len(sweep)} run(s) ready in {wall:.0f} s")
         return seconds
     n = min(workers or usable_cpus(), len(jobs))
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_train_one, name, sweep, str(out / name), devices[name], threads) for name, sweep in jobs]
         for future in as_completed(futures):
-            name, secs = future.result()
-            seconds[name] = secs
-            say(f"{name}: ready in {secs:.0f} s")
+            name, wall, cpu = future.result()
+            seconds[name] = {"wall_s": wall, "cpu_s": cpu}
+            say(f"{name}: ready in {wall:.0f} s ({cpu:.0f} CPU s)")
     return seconds
 
 
@@ -177,7 +179,7 @@ class PhaseChangesResult:
     summary: dict[str, Any]
     claims: dict[str, bool]
     report: Path
-    seconds: dict[str, float]
+    seconds: dict[str, Any]  # train, total (wall s), experiments: {name: {wall_s, cpu_s}}
 
 
 def reproduce_phase_changes(out: str | Path = DEFAULT_OUT, *, full: bool = False, n_digits: int = 5,
@@ -195,10 +197,14 @@ def reproduce_phase_changes(out: str | Path = DEFAULT_OUT, *, full: bool = False
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; pass a folder for the reproduction")
     t0 = time.perf_counter()
-    seconds = train_all(out, plans, executor=executor, workers=workers, device=device, threads=threads, on_step=on_step)
-    seconds["train"] = time.perf_counter() - t0
+    experiments = train_all(out, plans, executor=executor, workers=workers, device=device, threads=threads,
+                            on_step=on_step)
+    seconds = {"train": time.perf_counter() - t0}
     summary = summarise(out, tuple(plans))
     decided = claims(summary)
-    report = write_report(out, build_figures(out, summary), summary, decided, claim_texts(tuple(plans)))
+    timings = {"experiments": experiments, "train_wall_s": seconds["train"], "workers": workers or usable_cpus()}
+    report = write_report(out, build_figures(out, summary), {**summary, "timings": timings}, decided,
+                          claim_texts(tuple(plans)))
     seconds["total"] = time.perf_counter() - t0
+    seconds["experiments"] = experiments
     return PhaseChangesResult(out, summary, decided, report, seconds)
