@@ -104,7 +104,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                 type=kind if kind is str else _number(_flag(name), kind, default),
                 choices=_CHOICES.get(name),
                 default=None,
-                help=f"{_HELP[name]} (default: {default})",
+                help=f"{_HELP.get(name, name.replace('_', ' '))} (default: {default})",
             )
 
 
