@@ -525,7 +525,10 @@ def load_checkpoint(path: str | Path, *, p: int | None = None) -> Run:
         )
     ckpt = read_checkpoint_file(path)
     _check_p(path, ckpt.config.p, p)
-    model = model_from_state(ckpt.config, ckpt.model_state, ckpt.split)
+    try:
+        model = model_from_state(ckpt.config, ckpt.model_state, ckpt.split)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
     return Run(
         path=run_dir,
@@ -685,7 +688,8 @@ def lock_run_folder(run_dir: Path) -> Iterator[Path]:
     if str(run_dir) == "":
         raise ValueError("the run folder is the empty string; pass a folder, e.g. --out runs/my-run")
     if run_dir.is_symlink() and not run_dir.exists():
-        raise ValueError(f"{run_dir} is a symlink to {os.readlink(run_dir)}, which does not exist; pass a real folder")
+        raise ValueError(f"{run_dir} is a symlink to {os.readlink(run_dir)}, which does not exist (or leads back to "
+                         "itself); pass a real folder")
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"{run_dir} exists and is not a folder; pass a folder (a new one, or a run's)")
     try:

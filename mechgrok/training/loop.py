@@ -341,7 +341,8 @@ def _check_resume(out_dir: Path, ckpt: runs.CheckpointFile, saved: Config) -> No
     if (out_dir / runs.SPLIT_FILE).exists():
         split = runs.read_split(out_dir)
         if not (torch.equal(split.train, ckpt.split.train) and torch.equal(split.test, ckpt.split.test)):
-            raise ValueError(f"{path} holds another split than {out_dir / runs.SPLIT_FILE}: it is from another run")
+            raise ValueError(f"{path} and {out_dir / runs.SPLIT_FILE} hold different splits: one of the two was edited "
+                             "or comes from another run")
     for kind, tensors in (("weight", ckpt.model_state), ("optimizer state", ckpt.optimizer_state)):
         bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
         if bad:
