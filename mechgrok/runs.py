@@ -224,16 +224,19 @@ class CheckpointFile:
 
 
 def read_checkpoint_file(path: Path) -> CheckpointFile:
-    """A mechgrok checkpoint, its structure checked; ``ValueError`` naming the file and the field."""
+    """A mechgrok checkpoint, its structure checked; ``ValueError`` naming the file and the field.
+
+    The header is read and checked first: a file that is not a mechgrok checkpoint, or is larger
+    than a checkpoint of the config it records can be, is refused before its body is read."""
     path = Path(path)
     _check_exists(path)
+    damaged = ("It is not a readable mechgrok checkpoint: mechgrok writes every file whole (to a temporary name, then "
+               "renamed), so a kill never leaves one like this; it was damaged or replaced afterwards")
     try:
-        tensors, metadata = tensorfile.read_tensors(path)
+        header, _, size = tensorfile.read_header(path)
     except tensorfile.DamagedFile as err:
-        raise ValueError(
-            f"{err}. It is not a readable mechgrok checkpoint: mechgrok writes every file whole (to a temporary "
-            "name, then renamed), so a kill never leaves one like this; it was damaged or replaced afterwards"
-        ) from None
+        raise ValueError(f"{err}. {damaged}") from None
+    metadata = header.get("__metadata__", {})
     if metadata.get("format") != "mechgrok":
         raise ValueError(f"{path} is a safetensors file but not a mechgrok checkpoint (no 'format: mechgrok' metadata)")
     version = schema_version(path, metadata.get("schema_version"), "metadata")
@@ -251,6 +254,14 @@ def read_checkpoint_file(path: Path) -> CheckpointFile:
     kind = metadata.get("kind")
     if kind not in ("checkpoint", "resume"):
         raise ValueError(f"{path}: its metadata 'kind' is {kind!r}, not 'checkpoint' or 'resume'; the file was edited")
+    limit = _largest_checkpoint(cfg)
+    if size > limit:
+        raise ValueError(f"{path} is {size:,} bytes, but a checkpoint of the config it records (p={cfg.p}, "
+                         f"d_model={cfg.d_model}, d_mlp={cfg.d_mlp}) holds at most {limit:,}; the file was edited")
+    try:
+        tensors, metadata = tensorfile.read_tensors(path)
+    except tensorfile.DamagedFile as err:
+        raise ValueError(f"{err}. {damaged}") from None
     for name in ("split.train", "split.test"):
         if name not in tensors:
             raise ValueError(f"{path} has no tensor {name!r}; a mechgrok checkpoint carries its split")
@@ -260,6 +271,13 @@ def read_checkpoint_file(path: Path) -> CheckpointFile:
     ckpt = CheckpointFile(path, cfg, epoch, kind, model_state, split, optim, metadata)
     _check_consistent(ckpt)
     return ckpt
+
+
+def _largest_checkpoint(cfg: Config) -> int:
+    """An upper bound on a checkpoint's size: float64 weights and two AdamW moments, the split, a header."""
+    from mechgrok.training.memory import n_parameters
+
+    return 3 * 8 * n_parameters(cfg) + 8 * n_examples(cfg) + (8 << 20)
 
 
 def _metadata_int(path: Path, metadata: dict[str, str], key: str) -> int:

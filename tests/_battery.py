@@ -320,6 +320,30 @@ def case_ckpt_huge_sparse(tmp: Path) -> Case:
     return Case(lambda: runs.load_checkpoint(path), ["huge.safetensors", "bytes"])
 
 
+def case_ckpt_too_big_for_its_config(tmp: Path) -> Case:
+    """A 2 GiB sparse file with a real checkpoint's metadata, under the default 4 GiB cap: its
+    config's model is tiny, so it is refused from its header, before a byte of its body is read."""
+    run = trained(tmp)
+    meta = metadata_of(runs.checkpoint_path(run, 10))
+    path = tmp / "huge.safetensors"
+    header = json.dumps({"__metadata__": meta, "model.embed.W_E": {"dtype": "F32", "shape": [1 << 29],
+                                                                "data_offsets": [0, 1 << 31]}}).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+        f.truncate(8 + len(header) + (1 << 31))
+
+    def load():
+        from mechgrok import tensorfile
+
+        saved, tensorfile.MAX_FILE_BYTES = tensorfile.MAX_FILE_BYTES, 4 << 30
+        try:
+            return runs.load_checkpoint(path)
+        finally:
+            tensorfile.MAX_FILE_BYTES = saved
+
+    return Case(load, ["huge.safetensors", "holds at most"])
+
+
 def case_load_run_float_epoch(tmp: Path) -> Case:
     run = trained(tmp)
     return Case(lambda: runs.load_run(run, epoch=10.0), ["epoch=10.0"], run)

@@ -13,5 +13,5 @@ from _battery import CASES, classify
 def test_the_battery_case_is_refused_clearly_and_changes_nothing(tmp_path, name):
     outcome = classify(name, tmp_path)
     assert outcome.kind == "clear", f"{name}: {outcome.kind}: {outcome.message}"
-    if name.startswith(("pth_", "ckpt_header", "ckpt_huge")):
+    if name.startswith(("pth_", "ckpt_header", "ckpt_huge", "ckpt_too_big")):
         assert outcome.seconds < 1.0, f"{name} took {outcome.seconds:.2f} s to refuse"

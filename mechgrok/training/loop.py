@@ -143,6 +143,7 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
     family = registry.family(cfg.family)
     fast_step = family.load_fast_step()  # a family without an exact fast step is refused here, by name
 
+    runs.clear_unfinished_writes(out_dir)  # train() holds the folder's lock
     resume = _existing_run(out_dir, cfg)
     if resume is None:
         split = make_split(task.n_pairs, cfg.frac_train, cfg.seed)
@@ -283,16 +284,17 @@ def _existing_run(out_dir: Path, cfg: Config) -> runs.CheckpointFile | None:
 
     A fresh start is an absent or empty folder, or one that a kill (or a full disk) stopped
     before its first resume file: only the config, split, epoch-0 checkpoint and metrics,
-    which the seeded fresh start writes again, identical. mechgrok's own unfinished temporary
-    files are removed first. The resume file is cross-checked with ``config.json``, the split
-    and the checkpoints before it is trusted (:func:`_check_resume`); nothing is written here.
+    which the seeded fresh start writes again, identical. The resume file is cross-checked
+    with ``config.json``, the split and the checkpoints before it is trusted
+    (:func:`_check_resume`); nothing is written here.
+    mechgrok's own unfinished temporary files are ignored (the trainer removes them once it holds
+    the folder, :func:`mechgrok.runs.clear_unfinished_writes`).
     """
-    if out_dir.is_dir():
-        runs.clear_unfinished_writes(out_dir)
-    if not out_dir.exists() or not any(out_dir.iterdir()):
+    # mechgrok's own unfinished writes do not count (the trainer removes them once it holds the folder)
+    held = sorted(p.name for p in out_dir.iterdir() if not runs.is_unfinished_write(p.name)) if out_dir.is_dir() else []
+    if not held:
         return None
     if not (out_dir / runs.CONFIG_FILE).exists():
-        held = sorted(p.name for p in out_dir.iterdir())
         run_files = [name for name in held if name in runs.RUN_FILES + (runs.CHECKPOINT_DIR,)]
         if run_files:
             raise ValueError(

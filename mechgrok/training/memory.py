@@ -19,7 +19,7 @@ from typing import Sequence
 
 from mechgrok.config import Config
 
-__all__ = ["estimate_bytes", "machine_memory", "check_fits"]
+__all__ = ["estimate_bytes", "machine_memory", "check_fits", "n_parameters"]
 
 _FLOAT = 4  # float32 weights and activations
 _CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
@@ -31,7 +31,8 @@ def _n_examples(cfg: Config) -> int:
     return (cfg.batch_size if cfg.data == "fresh" else cfg.n_train) + cfg.n_test
 
 
-def _n_parameters(cfg: Config) -> int:
+def n_parameters(cfg: Config) -> int:
+    """An upper bound on the parameters of a model of ``cfg`` (exact for the 1-layer transformer)."""
     d, m, layers = cfg.d_model, cfg.d_mlp, cfg.n_layers
     block = 4 * d * d + 4 * d + (0 if cfg.attn_only else 2 * d * m + m + d)
     return cfg.d_vocab * d + cfg.n_ctx * d + layers * block + d * cfg.d_vocab_out + cfg.d_vocab_out
@@ -46,7 +47,7 @@ def estimate_bytes(cfg: Config) -> int:
         + 3 * cfg.d_vocab_out * loss  # logits, log-probabilities, their gradient
         + 8 * (cfg.n_ctx + 2)  # tokens and labels (int64), and the split's index
     )
-    return 5 * _n_parameters(cfg) * _FLOAT + _n_examples(cfg) * per_example
+    return 5 * n_parameters(cfg) * _FLOAT + _n_examples(cfg) * per_example
 
 
 def machine_memory() -> int:
@@ -77,6 +78,6 @@ def check_fits(cfgs: Sequence[Config]) -> None:
     what = f"{len(cfgs)} runs" if len(cfgs) > 1 else "this run"
     raise ValueError(
         f"{what} ({sizes}) would need about {_gib(need)} of memory (mechgrok.training.memory.estimate_bytes: "
-        f"{_n_examples(big):,} examples, {_n_parameters(big):,} parameters), but this machine has {_gib(have)}; "
+        f"{_n_examples(big):,} examples, {n_parameters(big):,} parameters), but this machine has {_gib(have)}; "
         "nothing was written. Pass a smaller p, d_model or d_mlp"
     )

@@ -706,10 +706,14 @@ def train_stack(
         raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1, or None to probe the fastest")
     dev = resolve_device(device)
     check_fits(cfgs)
+    for cfg, out_dir in zip(cfgs, out_dirs):  # every folder is checked before any is created or written
+        if out_dir.exists():
+            _check_folder(cfg, out_dir)
     with contextlib.ExitStack() as locks, speed.torch_threads(threads) as n_threads, \
             speed.tuned_malloc(tune_process and dev.type == "cpu"), _matmul_precision(dev, tune_process):
-        for out_dir in out_dirs:  # every folder is this call's alone until it returns
+        for out_dir in out_dirs:  # every folder is this call's alone until it returns (checked again, held)
             locks.enter_context(runs.lock_run_folder(out_dir))
+            runs.clear_unfinished_writes(out_dir)
         results: list[StackResult | None] = [None] * len(cfgs)
         groups: dict[tuple, list[_Member]] = {}
         resumes = [_check_folder(cfg, out_dir) for cfg, out_dir in zip(cfgs, out_dirs)]
