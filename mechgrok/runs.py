@@ -223,12 +223,33 @@ class CheckpointFile:
     metadata: dict[str, str]
 
 
-def read_checkpoint_file(path: Path) -> CheckpointFile:
+def read_checkpoint_file(path: Path, into: dict[str, Tensor] | None = None) -> CheckpointFile:
     """A mechgrok checkpoint, its structure checked; ``ValueError`` naming the file and the field.
 
     The header is read and checked first: a file that is not a mechgrok checkpoint, or is larger
-    than a checkpoint of the config it records can be, is refused before its body is read."""
+    than a checkpoint of the config it records can be, is refused before its body is read.
+    ``into``: tensors to read into (:func:`mechgrok.tensorfile.read_tensors`)."""
     path = Path(path)
+    cfg, epoch, kind = _checkpoint_header(path)
+    damaged = ("It is not a readable mechgrok checkpoint: mechgrok writes every file whole (to a temporary name, then "
+               "renamed), so a kill never leaves one like this; it was damaged or replaced afterwards")
+    try:
+        tensors, metadata = tensorfile.read_tensors(path, into)
+    except tensorfile.DamagedFile as err:
+        raise ValueError(f"{err}. {damaged}") from None
+    for name in ("split.train", "split.test"):
+        if name not in tensors:
+            raise ValueError(f"{path} has no tensor {name!r}; a mechgrok checkpoint carries its split")
+    model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    optim = {k.removeprefix("optim."): v for k, v in tensors.items() if k.startswith("optim.")}
+    split = Split(train=tensors["split.train"], test=tensors["split.test"])
+    ckpt = CheckpointFile(path, cfg, epoch, kind, model_state, split, optim, metadata)
+    _check_consistent(ckpt)
+    return ckpt
+
+
+def _checkpoint_header(path: Path) -> tuple[Config, int, str]:
+    """(config, epoch, kind) from a checkpoint's header alone, every field checked."""
     _check_exists(path)
     damaged = ("It is not a readable mechgrok checkpoint: mechgrok writes every file whole (to a temporary name, then "
                "renamed), so a kill never leaves one like this; it was damaged or replaced afterwards")
@@ -258,19 +279,7 @@ def read_checkpoint_file(path: Path) -> CheckpointFile:
     if size > limit:
         raise ValueError(f"{path} is {size:,} bytes, but a checkpoint of the config it records (p={cfg.p}, "
                          f"d_model={cfg.d_model}, d_mlp={cfg.d_mlp}) holds at most {limit:,}; the file was edited")
-    try:
-        tensors, metadata = tensorfile.read_tensors(path)
-    except tensorfile.DamagedFile as err:
-        raise ValueError(f"{err}. {damaged}") from None
-    for name in ("split.train", "split.test"):
-        if name not in tensors:
-            raise ValueError(f"{path} has no tensor {name!r}; a mechgrok checkpoint carries its split")
-    model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    optim = {k.removeprefix("optim."): v for k, v in tensors.items() if k.startswith("optim.")}
-    split = Split(train=tensors["split.train"], test=tensors["split.test"])
-    ckpt = CheckpointFile(path, cfg, epoch, kind, model_state, split, optim, metadata)
-    _check_consistent(ckpt)
-    return ckpt
+    return cfg, epoch, kind
 
 
 def _largest_checkpoint(cfg: Config) -> int:
@@ -479,19 +488,24 @@ def checkpoint_epochs(run_dir: Path) -> list[int]:
     return sorted(epochs)
 
 
-def model_from_state(cfg: Config, state: dict[str, Tensor], split: Split, d_vocab_out: int | None = None) -> torch.nn.Module:
-    """A model of ``cfg``'s family holding the weights ``state``, attached to its task and split."""
+def _new_model(cfg: Config, d_vocab_out: int | None = None) -> torch.nn.Module:
     if cfg.family == "transformer":
         from mechgrok.models.transformer import build_model
 
-        model = build_model(cfg, d_vocab_out=d_vocab_out, split=split)
-    else:
-        from mechgrok import registry
+        return build_model(cfg, d_vocab_out=d_vocab_out)
+    from mechgrok import registry
 
-        if d_vocab_out is not None:
-            raise ValueError(f"d_vocab_out applies to the transformer family only, not {cfg.family!r}")
-        model = registry.family(cfg.family).build(cfg)
-        attach(model, cfg, split)
+    if d_vocab_out is not None:
+        raise ValueError(f"d_vocab_out applies to the transformer family only, not {cfg.family!r}")
+    return registry.family(cfg.family).build(cfg)
+
+
+def model_from_state(cfg: Config, state: dict[str, Tensor], split: Split, d_vocab_out: int | None = None,
+                     *, model: torch.nn.Module | None = None) -> torch.nn.Module:
+    """A model of ``cfg``'s family holding the weights ``state``, attached to its task and split
+    (``model``: a new model of ``cfg`` to fill, e.g. one whose parameters ``state`` was read into)."""
+    model = _new_model(cfg, d_vocab_out) if model is None else model
+    attach(model, cfg, split)
     expected = set(state_tensors(model))
     if set(state) != expected:
         raise ValueError(
@@ -541,10 +555,13 @@ def load_checkpoint(path: str | Path, *, p: int | None = None) -> Run:
             source_format=foreign.format,
             source=path,
         )
-    ckpt = read_checkpoint_file(path)
+    # The model is built first and the file's weights are read straight into its parameters, so
+    # loading holds them once (plus the model's initialisation while it is built).
+    model = _new_model(_checkpoint_header(Path(path))[0])
+    ckpt = read_checkpoint_file(path, into={f"model.{k}": v for k, v in state_tensors(model).items()})
     _check_p(path, ckpt.config.p, p)
     try:
-        model = model_from_state(ckpt.config, ckpt.model_state, ckpt.split)
+        model = model_from_state(ckpt.config, ckpt.model_state, ckpt.split, model=model)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else None

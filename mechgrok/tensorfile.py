@@ -120,17 +120,25 @@ def _check_layout(path: Path, header: dict, body: int) -> None:
                           "it is truncated or damaged")
 
 
-def read_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+def read_tensors(path: Path, into: dict[str, Tensor] | None = None) -> tuple[dict[str, Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file; ``DamagedFile`` if it is malformed, over
-    :data:`MAX_FILE_BYTES`, or fails its checksum. Memory: the tensors' bytes, once."""
+    :data:`MAX_FILE_BYTES`, or fails its checksum. Memory: the tensors' bytes, once.
+
+    ``into`` maps names to contiguous CPU tensors to read into when their dtype and shape match
+    (a model's own parameters, say), so that those bytes are not held twice."""
     path = Path(path)
     header, n, _ = read_header(path)
     metadata = header.pop("__metadata__", {})
+    into = into or {}
     tensors = {}
     with open(path, "rb") as f:
         for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
             begin, end = info["data_offsets"]
-            t = torch.empty(info["shape"], dtype=_DTYPES[info["dtype"]])
+            dtype, shape = _DTYPES[info["dtype"]], list(info["shape"])
+            target = into.get(name)
+            fits = (target is not None and target.dtype == dtype and list(target.shape) == shape
+                    and target.device.type == "cpu" and target.is_contiguous())
+            t = target if fits else torch.empty(shape, dtype=dtype)
             if end > begin:
                 f.seek(8 + n + begin)
                 buffer = t.reshape(-1).view(torch.uint8).numpy()
