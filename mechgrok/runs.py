@@ -255,6 +255,8 @@ def _checkpoint_header(path: Path) -> tuple[Config, int, str]:
                "renamed), so a kill never leaves one like this; it was damaged or replaced afterwards")
     try:
         header, _, size = tensorfile.read_header(path)
+    except tensorfile.TooLarge as err:
+        raise ValueError(f"{err}; if it is one, raise mechgrok.tensorfile.MAX_FILE_BYTES") from None
     except tensorfile.DamagedFile as err:
         raise ValueError(f"{err}. {damaged}") from None
     metadata = header.get("__metadata__", {})

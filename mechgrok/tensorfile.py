@@ -24,8 +24,8 @@ import torch
 from safetensors.torch import save as st_save_bytes
 from torch import Tensor
 
-__all__ = ["CHECKSUM_KEY", "MAX_FILE_BYTES", "MAX_HEADER_BYTES", "DamagedFile", "checksum", "read_tensors",
-           "tensors_to_bytes"]
+__all__ = ["CHECKSUM_KEY", "MAX_FILE_BYTES", "MAX_HEADER_BYTES", "DamagedFile", "TooLarge", "checksum", "read_header",
+           "read_tensors", "tensors_to_bytes"]
 
 CHECKSUM_KEY = "sha256"
 # Refuse larger files before reading them: the paper's p=113 checkpoint is 1.7 MB, and a
@@ -42,6 +42,10 @@ _DTYPES = {
 
 class DamagedFile(ValueError):
     """A file that is not a whole, well-formed safetensors file (the message says what is wrong)."""
+
+
+class TooLarge(DamagedFile):
+    """A file over :data:`MAX_FILE_BYTES`, refused before it is read."""
 
 
 def checksum(tensors: dict[str, Tensor]) -> str:
@@ -67,7 +71,7 @@ def read_header(path: Path) -> tuple[dict, int, int]:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size > MAX_FILE_BYTES:
-            raise DamagedFile(f"{path} is {size:,} bytes, over the {MAX_FILE_BYTES:,} bytes mechgrok reads "
+            raise TooLarge(f"{path} is {size:,} bytes, over the {MAX_FILE_BYTES:,} bytes mechgrok reads "
                               "(mechgrok.tensorfile.MAX_FILE_BYTES); a mechgrok checkpoint is a few MB")
         head = f.read(8)
         if len(head) < 8:
