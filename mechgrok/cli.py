@@ -78,6 +78,18 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _path(what: str):
+    """An argparse type for a path argument: the empty string is refused (Path('') would be '.')."""
+
+    def convert(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"{what} is empty; pass a path")
+        return text
+
+    convert.__name__ = "path"
+    return convert
+
+
 def _number(flag: str, kind: type, example: object, minimum: int | None = None):
     """An argparse type converting to ``kind``; its error names the value and an example."""
     what = "an integer" if kind is int else "a number"
@@ -181,7 +193,7 @@ def _run_config(args: argparse.Namespace, out: Path) -> Config:
 
 def _out_and_config(args: argparse.Namespace, default_out: Callable[[Config], Path]) -> tuple[Path, Config]:
     """(run folder, config) of a command: ``--out`` or the default folder for the given flags."""
-    out = Path(args.out) if args.out else default_out(_config(**_given_config(args)))
+    out = Path(args.out) if args.out is not None else default_out(_config(**_given_config(args)))
     return out, _run_config(args, out)
 
 
@@ -462,12 +474,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _add_analysis_flags(parser: argparse.ArgumentParser, out_default: str) -> None:
-    parser.add_argument("--run", required=True, help="run folder (mechgrok train / mechgrok reproduce --out RUN)")
+    parser.add_argument("--run", type=_path("--run"), required=True, help="run folder (mechgrok train / mechgrok reproduce --out RUN)")
     parser.add_argument("--rule", default="W_L",
                         help="key-frequency rule: W_L (default, the paper's definition), W_E or clusters")
     parser.add_argument("--threshold", type=_number("--threshold", float, 0.85), default=0.85,
                         help="neuron-cluster threshold (default: 0.85)")
-    parser.add_argument("--out", default=None, help=f"output folder (default: RUN/{out_default})")
+    parser.add_argument("--out", type=_path("--out"), default=None, help=f"output folder (default: RUN/{out_default})")
     _add_threads_flag(parser)
 
 
@@ -481,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Train a run into a run folder, or continue the run already there with "
                              "its saved config (flags given here override it).")
     _add_config_flags(p_train)
-    p_train.add_argument("--out", help="run folder (default: runs/<op>-p<p>-frac<frac>-seed<seed>)")
+    p_train.add_argument("--out", type=_path("--out"), help="run folder (default: runs/<op>-p<p>-frac<frac>-seed<seed>)")
     p_train.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda (the families without a "
                          "fast step; the transformer's fast step is CPU-only)")
     p_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -489,13 +501,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.set_defaults(func=cmd_train)
 
     p_info = sub.add_parser("info", help="describe a run folder or checkpoint file")
-    p_info.add_argument("path", help="run folder, .safetensors checkpoint, or a foreign .pth file")
+    p_info.add_argument("path", type=_path("the path"), help="run folder, .safetensors checkpoint, or a foreign .pth file")
     p_info.set_defaults(func=cmd_info)
 
     p_import = sub.add_parser("import", help="turn a TransformerLens Grokking-demo .pth or the original paper's "
                               "full_run_data.pth into a mechgrok run folder (docs/formats.md)")
-    p_import.add_argument("file", help="the foreign .pth file")
-    p_import.add_argument("--out", required=True, help="the new run folder (must not exist, or be empty)")
+    p_import.add_argument("file", type=_path("the file"), help="the foreign .pth file")
+    p_import.add_argument("--out", type=_path("--out"), required=True, help="the new run folder (must not exist, or be empty)")
     p_import.set_defaults(func=cmd_import)
 
     from mechgrok.reproduce.nanda2023 import EPOCHS as PAPER_EPOCHS
@@ -513,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the source work to reproduce (default: nanda2023); phase-changes: Nanda's Alignment Forum "
                        "post (sequence tasks, slingshots, weight decay, more data, the 2-layer MLP)")
     _add_config_flags(p_rep)
-    p_rep.add_argument("--out", default=None, help="run folder (default: runs/mainline for the paper's settings, "
+    p_rep.add_argument("--out", type=_path("--out"), default=None, help="run folder (default: runs/mainline for the paper's settings, "
                        "else runs/<op>-p<p>-frac<frac>-seed<seed>)")
     p_rep.add_argument("--paper", action="store_true", help=f"train the paper's full {PAPER_EPOCHS:,} epochs")
     p_rep.add_argument("--seeds", type=_number("--seeds", int, 1, minimum=1), default=1,
@@ -559,12 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep = sub.add_parser("sweep", help="opt-in appendix sweeps: train one run per value of a config field with "
                              "RUN's other settings, then plot their test loss and accuracy")
     p_sweep.add_argument("field", choices=tuple(_SWEEP_DEFAULTS), help="the config field to sweep")
-    p_sweep.add_argument("--run", required=True, help="run folder whose settings the sweep copies")
+    p_sweep.add_argument("--run", type=_path("--run"), required=True, help="run folder whose settings the sweep copies")
     p_sweep.add_argument("--values", type=_number("--values", float, 0.3), nargs="+", default=None,
                          help="values to try (default: " + "; ".join(f"{k} {' '.join(map(str, v))}" for k, v in _SWEEP_DEFAULTS.items()) + ")")
     p_sweep.add_argument("--epochs", type=_number("--epochs", int, 5000, minimum=1), default=5000,
                          help="epochs per run (default: 5000)")
-    p_sweep.add_argument("--out", default=None, help="output folder (default: RUN/figures)")
+    p_sweep.add_argument("--out", type=_path("--out"), default=None, help="output folder (default: RUN/figures)")
     p_sweep.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     _add_threads_flag(p_sweep)
     p_sweep.set_defaults(func=cmd_sweep)
@@ -583,6 +595,12 @@ def main(argv: list[str] | None = None) -> int:
         # the reader of our output went away (e.g. `mechgrok ... | head`): stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as err:
+        # a file that cannot be read or written (a folder where a file should be, a symlink loop,
+        # no permission, a full disk): every mechgrok write is atomic, so the files are intact
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"mechgrok: error: {where}{err.strerror or err}; files already on disk are intact", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         # Ctrl-C outside the trainer's own handler (while loading, or between two steps of a
         # command): every file is written atomically, so what is on disk is intact.

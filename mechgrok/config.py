@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from mechgrok.registry import FAMILIES, FAMILY_ACTIVATIONS, FAMILY_TASKS, SYMMETRIC_FAMILIES, TASKS
 
 SCHEMA_VERSION = 4
+MAX_SEED = 2**64 - 1
 READABLE_SCHEMAS = (1, 2, 3, 4)
 
 INITS = ("paper", "transformer_lens")
@@ -122,6 +124,8 @@ class Config:
                 "pick an odd p such as 113"
             )
         _check_int(self, "seed", minimum=0)
+        if self.seed > MAX_SEED:  # torch.Generator.manual_seed takes 64-bit seeds
+            raise ValueError(f"seed={self.seed} is too large: seeds are 64-bit, 0 to 2**64 - 1 = {MAX_SEED}; pass e.g. seed=0")
         _check_choice(self, "task", tuple(TASKS))
         _check_choice(self, "pairs", PAIRS)
         _check_int(self, "n_bits", minimum=1)
@@ -341,8 +345,8 @@ def _check_int(cfg: Config, name: str, minimum: int) -> None:
 
 def _check_number(cfg: Config, name: str) -> None:
     value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise ValueError(f"{name}={value!r} must be a number; pass e.g. {name}={getattr(Config, name)!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} must be a finite number; pass e.g. {name}={getattr(Config, name)!r}")
 
 
 def _check_choice(cfg: Config, name: str, allowed: tuple[str, ...]) -> None:

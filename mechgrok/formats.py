@@ -27,6 +27,7 @@ run folder (``mechgrok import FILE --out RUN``).
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import json
 import math
@@ -48,6 +49,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from mechgrok import torchfile
 from mechgrok.config import Config
 from mechgrok.models.transformer import BUFFER_NAMES, PARAMETER_NAMES
 from mechgrok.tasks.base import Split
@@ -69,6 +71,9 @@ _ORIGINAL_DEFAULTS = {"lr": 1e-3, "weight_decay": 1.0, "fn_name": "add", "num_ep
 _ORIGINAL_OPS = {"add": "add", "subtract": "sub", "x2xyy2": "x2xyy2"}
 # The original stores the test loss every 10 epochs (docs/formats.md) unless it stored one per epoch.
 _ORIGINAL_TEST_LOSS_STRIDE = 10
+# The largest p read from a foreign file (the paper's is 113): a split of p² indices is built
+# from it, so a damaged config cannot ask for gigabytes.
+MAX_P = 1000
 
 
 @dataclass(frozen=True)
@@ -309,10 +314,17 @@ class _InertConfig:
     ``__dict__``; both land here, so no TransformerLens code runs.
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> _InertConfig:
+        # NEWOBJ calls __new__ alone (no __init__), so arguments are refused here too
+        if args or kwargs:
+            raise _Refused("the pickled HookedTransformerConfig was called with arguments, which a real one never is")
+        obj = super().__new__(cls)
+        obj.fields = {}
+        return obj
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if args or kwargs:
             raise _Refused("the pickled HookedTransformerConfig was called with arguments, which a real one never is")
-        self.fields: dict[str, Any] = {}
 
     def __setstate__(self, state: Any) -> None:
         if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
@@ -373,24 +385,23 @@ _ALLOWED_NAMES = frozenset(name for _, name in _SAFE_GLOBALS)
 
 
 def _safe_load(path: str) -> Any:
-    with open(path, "rb") as f:
-        head = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not a .pth file; pass the file (or a run folder without the .pth suffix)") from None
     if head.startswith(b"PK"):
         if not zipfile.is_zipfile(path):
             raise ValueError(
                 f"{path}: truncated or corrupt torch checkpoint (the zip archive has no central directory, "
                 "which torch.save writes last); re-download or re-save the file"
             )
-        # Lists the globals the pickle references, reading its opcodes without running any.
-        try:
-            referenced = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception as err:
-            raise ValueError(f"{path}: truncated or corrupt torch checkpoint ({_first_line(err)})") from err
-        _refuse(path, sorted(set(referenced) - _ALLOWED_NAMES))
     elif not head.startswith(b"\x80"):
         # torch.save writes a zip archive; before torch 1.6 it wrote a bare pickle, which opens
         # with the PROTO opcode 0x80.
         raise ValueError(f"{path}: not a torch checkpoint (it starts with {head!r}, not a zip archive or a pickle)")
+    # Every global, storage and tensor of the pickle is checked before torch builds any of them.
+    torchfile.check_torch_file(path, torchfile.TORCH_GLOBALS | _ALLOWED_NAMES)
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -438,6 +449,9 @@ def _open_demo(path: str, data: dict) -> tuple[ForeignRun, _Checkpoints]:
     raw = data["config"]
     if isinstance(raw, _InertConfig):
         fields = raw.fields
+        if not fields:
+            raise ValueError(f"{path}: config is a HookedTransformerConfig with no fields (the pickle gave it no state); "
+                             "a Grokking demo file's config holds d_model, n_heads, d_vocab, ...")
     elif isinstance(raw, dict):
         fields = raw
     else:
@@ -469,6 +483,7 @@ def _open_demo(path: str, data: dict) -> tuple[ForeignRun, _Checkpoints]:
         raise ValueError(f"{path}: config scales attention by {fields.get('attn_scale')!r}, not sqrt(d_head)={math.sqrt(d_head)}")
     d_vocab = int_field("d_vocab")
     p = d_vocab - 1  # the "=" token is p, the last input token
+    _check_p(path, "config.d_vocab - 1", p)
     d_vocab_out = int_field("d_vocab_out")
     if d_vocab_out not in (p, p + 1):
         raise ValueError(
@@ -543,7 +558,8 @@ def _demo_split(path: str, train: Any, test: Any, p: int) -> Split:
 
 
 def _is_unset_or_close(value: Any, want: float) -> bool:
-    return value is None or (isinstance(value, Real) and (value <= 0 or math.isclose(float(value), want, rel_tol=1e-6)))
+    # TransformerLens treats only attn_scale == -1.0 as unset (then sqrt(d_head)); 0 or -2 would scale by 0 or -2
+    return value is None or (isinstance(value, Real) and (value == -1.0 or math.isclose(float(value), want, rel_tol=1e-6)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,6 +573,7 @@ def _open_original(path: str, data: dict) -> tuple[ForeignRun, _Checkpoints]:
         raise ValueError(f"{path}: the original run's config dict lacks {missing}; it has {sorted(map(str, raw))}")
     cfg = {**_ORIGINAL_DEFAULTS, **raw}
     p = _as_int(path, "config.p", cfg["p"])
+    _check_p(path, "config.p", p)
     d_model = _as_int(path, "config.d_model", cfg["d_model"])
     if cfg["fn_name"] not in _ORIGINAL_OPS:
         raise ValueError(f"{path}: config.fn_name={cfg['fn_name']!r}; mechgrok reads {sorted(_ORIGINAL_OPS)}")
@@ -680,10 +697,10 @@ def _original_split(p: int, frac_train: float, seed: int) -> Split:
     the flat indices a*p + b gives the same order; a local ``random.Random(seed)`` is seeded
     exactly as ``random.seed(seed)`` seeds the global one, which is left alone.
     """
-    order = list(range(p * p))
+    order = array.array("q", range(p * p))  # 8 bytes an index, where a list of ints takes ~36
     random.Random(seed).shuffle(order)
     n_train = int(frac_train * len(order))
-    indices = torch.tensor(order, dtype=torch.long)
+    indices = torch.frombuffer(order, dtype=torch.long).clone()
     return Split(train=indices[:n_train], test=indices[n_train:])
 
 
@@ -727,9 +744,17 @@ def _check_shapes(path: str, where: str, sd: Mapping[str, Tensor], expected: Map
             f"{path}: {where} does not match its config (p={p}): {'; '.join(wrong)}; "
             "is the file from another p or model size?"
         )
-    not_float = [key for key in expected if not sd[key].is_floating_point()]
+    not_float = [f"{key} ({sd[key].dtype})" for key in expected if sd[key].dtype not in (torch.float32, torch.float64)]
     if not_float:
-        raise ValueError(f"{path}: {where} has non-floating-point weights {not_float}")
+        raise ValueError(f"{path}: {where} has weights that are not float32 or float64: {', '.join(not_float)}; "
+                         "mechgrok reads a trained model's float weights as they are, and casts none")
+
+
+def _check_p(path: str, where: str, p: int) -> None:
+    """A foreign file's p is capped before its split (p² indices) is built."""
+    if p > MAX_P:
+        raise ValueError(f"{path}: {where} gives p={p}, over the p <= {MAX_P} mechgrok reads from a foreign file "
+                         f"(mechgrok.formats.MAX_P; its split alone would hold p² = {p * p:,} indices); is the file damaged?")
 
 
 def _as_state_dict(path: str, where: str, sd: Any) -> dict[str, Tensor]:

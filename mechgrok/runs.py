@@ -21,8 +21,11 @@ foreign ``.pth`` formats go through :mod:`mechgrok.formats`'s allowlisted loader
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -35,11 +38,9 @@ from typing import TYPE_CHECKING, Iterator
 
 import pandas as pd
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load_bytes
-from safetensors.torch import save as st_save_bytes
 from torch import Tensor
 
+from mechgrok import tensorfile
 from mechgrok.config import READABLE_SCHEMAS, SCHEMA_VERSION, Config
 from mechgrok.tasks.base import Split, Task
 from mechgrok.tasks.data import build_task, n_examples
@@ -55,6 +56,11 @@ CHECKPOINT_DIR = "checkpoints"
 IMPORT_FILE = "imported.json"
 SOURCE_LOSSES_FILE = "source_losses.csv"
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "elapsed_s"]
+TMP_SUFFIX = ".tmp"  # atomic_write_bytes writes ".<name>.<random>.tmp" and renames it
+# The files a trainer writes into a run folder; an unfinished atomic write of one of them is
+# mechgrok's own debris (clear_unfinished_writes).
+COMPONENTS_FILE = "components.csv"  # a sequence-task run's per-component losses (mechgrok.training.sequence)
+RUN_FILES = (CONFIG_FILE, SPLIT_FILE, METRICS_FILE, RESUME_FILE, COMPONENTS_FILE)
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -68,8 +74,11 @@ def _current_umask() -> int:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
     try:
         os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes files private; run files are ordinary files
         with os.fdopen(fd, "wb") as f:
@@ -77,6 +86,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # ENOSPC, EFBIG, ...: a write to an fd names no file, so name it here
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -164,7 +176,8 @@ def save_checkpoint(
     optimizer_state: dict[str, Tensor] | None = None,
     extra: dict[str, str] | None = None,
 ) -> None:
-    """Write a self-contained checkpoint (weights, split, config; optionally optimizer state)."""
+    """Write a self-contained checkpoint (weights, split, config; optionally optimizer state),
+    with a checksum of its tensors (:mod:`mechgrok.tensorfile`)."""
     tensors = {f"model.{k}": v for k, v in state_tensors(model).items()}
     tensors["split.train"] = split.train.contiguous()
     tensors["split.test"] = split.test.contiguous()
@@ -172,7 +185,29 @@ def save_checkpoint(
     if optimizer_state is not None:
         kind = "resume"
         tensors.update({f"optim.{k}": v.contiguous() for k, v in optimizer_state.items()})
-    atomic_write_bytes(Path(path), st_save_bytes(tensors, metadata=_metadata(kind, cfg, epoch, extra)))
+    atomic_write_bytes(Path(path), tensorfile.tensors_to_bytes(tensors, _metadata(kind, cfg, epoch, extra)))
+
+
+def save_checkpoint_once(path: Path, model: torch.nn.Module, cfg: Config, split: Split, epoch: int) -> None:
+    """:func:`save_checkpoint`, unless ``path`` already holds this epoch: a resumed run reaches
+    the epoch of a checkpoint it wrote before, and leaves that file as it is. If the file holds
+    other weights or another split, nothing is written and a ``ValueError`` says so: a resumed
+    run is bit-identical, so the resume file or the checkpoint was changed since."""
+    path = Path(path)
+    if not path.exists():
+        save_checkpoint(path, model, cfg, split, epoch)
+        return
+    old = read_checkpoint_file(path)
+    new = state_tensors(model)
+    same = (old.epoch == epoch and set(old.model_state) == set(new)
+            and all(torch.equal(old.model_state[k], v) for k, v in new.items())
+            and torch.equal(old.split.train, split.train) and torch.equal(old.split.test, split.test))
+    if not same:
+        raise ValueError(
+            f"{path} already holds epoch {epoch}, with other weights than this run has now at epoch {epoch}; nothing was "
+            "overwritten. A resumed run is bit-identical to the run that wrote it (at the same --threads), so the "
+            f"run's {RESUME_FILE} or this checkpoint was changed or copied from another run. Train into another --out"
+        )
 
 
 @dataclass
@@ -189,55 +224,110 @@ class CheckpointFile:
     metadata: dict[str, str]
 
 
-def read_checkpoint_file(path: Path) -> CheckpointFile:
+def read_checkpoint_file(path: Path, into: dict[str, Tensor] | None = None) -> CheckpointFile:
+    """A mechgrok checkpoint, its structure checked; ``ValueError`` naming the file and the field.
+
+    The header is read and checked first: a file that is not a mechgrok checkpoint, or is larger
+    than a checkpoint of the config it records can be, is refused before its body is read.
+    ``into``: tensors to read into (:func:`mechgrok.tensorfile.read_tensors`)."""
     path = Path(path)
-    data = _read_bytes(path)
+    cfg, epoch, kind = _checkpoint_header(path)
+    damaged = ("It is not a readable mechgrok checkpoint: mechgrok writes every file whole (to a temporary name, then "
+               "renamed), so a kill never leaves one like this; it was damaged or replaced afterwards")
     try:
-        tensors = st_load_bytes(data)
-        metadata = _safetensors_metadata(data)
-    except (SafetensorError, ValueError, json.JSONDecodeError) as err:
-        raise ValueError(
-            f"{path} is not a readable mechgrok checkpoint ({err}); the file is truncated or of another format. "
-            "If an interrupted run left it, re-run the training command: it resumes from the newest intact checkpoint."
-        ) from None
-    if metadata.get("format") != "mechgrok":
-        raise ValueError(f"{path} is a safetensors file but not a mechgrok checkpoint (no 'format: mechgrok' metadata)")
-    try:
-        version = int(metadata.get("schema_version", "-1"))
-    except ValueError:
-        version = -1
-    if version not in READABLE_SCHEMAS:
-        raise ValueError(
-            f"{path} has checkpoint schema version {version}, but this mechgrok reads versions {READABLE_SCHEMAS}; "
-            "use the mechgrok release that wrote it"
-        )
-    try:
-        cfg = Config.from_dict(json.loads(metadata["config"]), schema_version=version)
-    except (KeyError, json.JSONDecodeError, TypeError) as err:
-        raise ValueError(f"{path}: its metadata holds no readable config ({err!r}); the file is damaged") from None
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+        tensors, metadata = tensorfile.read_tensors(path, into)
+    except tensorfile.DamagedFile as err:
+        raise ValueError(f"{err}. {damaged}") from None
+    for name in ("split.train", "split.test"):
+        if name not in tensors:
+            raise ValueError(f"{path} has no tensor {name!r}; a mechgrok checkpoint carries its split")
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     optim = {k.removeprefix("optim."): v for k, v in tensors.items() if k.startswith("optim.")}
     split = Split(train=tensors["split.train"], test=tensors["split.test"])
-    ckpt = CheckpointFile(path, cfg, int(metadata["epoch"]), metadata["kind"], model_state, split, optim, metadata)
+    ckpt = CheckpointFile(path, cfg, epoch, kind, model_state, split, optim, metadata)
     _check_consistent(ckpt)
     return ckpt
 
 
-def _read_bytes(path: Path) -> bytes:
+def _checkpoint_header(path: Path) -> tuple[Config, int, str]:
+    """(config, epoch, kind) from a checkpoint's header alone, every field checked."""
+    _check_exists(path)
+    damaged = ("It is not a readable mechgrok checkpoint: mechgrok writes every file whole (to a temporary name, then "
+               "renamed), so a kill never leaves one like this; it was damaged or replaced afterwards")
+    try:
+        header, _, size = tensorfile.read_header(path)
+    except tensorfile.TooLarge as err:
+        raise ValueError(f"{err}; if it is one, raise mechgrok.tensorfile.MAX_FILE_BYTES") from None
+    except tensorfile.DamagedFile as err:
+        raise ValueError(f"{err}. {damaged}") from None
+    metadata = header.get("__metadata__", {})
+    if metadata.get("format") != "mechgrok":
+        raise ValueError(f"{path} is a safetensors file but not a mechgrok checkpoint (no 'format: mechgrok' metadata)")
+    version = schema_version(path, metadata.get("schema_version"), "metadata")
+    try:
+        raw = json.loads(metadata["config"])
+    except KeyError:
+        raise ValueError(f"{path}: its metadata has no 'config'; the file is damaged or was edited") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: its metadata 'config' is not valid JSON ({err}); the file is damaged") from None
+    try:
+        cfg = Config.from_dict(raw, schema_version=version)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: metadata 'config': {err}") from None
+    epoch = _metadata_int(path, metadata, "epoch")
+    kind = metadata.get("kind")
+    if kind not in ("checkpoint", "resume"):
+        raise ValueError(f"{path}: its metadata 'kind' is {kind!r}, not 'checkpoint' or 'resume'; the file was edited")
+    limit = _largest_checkpoint(cfg)
+    if size > limit:
+        raise ValueError(f"{path} is {size:,} bytes, but a checkpoint of the config it records (p={cfg.p}, "
+                         f"d_model={cfg.d_model}, d_mlp={cfg.d_mlp}) holds at most {limit:,}; the file was edited")
+    return cfg, epoch, kind
+
+
+def _largest_checkpoint(cfg: Config) -> int:
+    """An upper bound on a checkpoint's size: float64 weights and two AdamW moments, the split, a header."""
+    from mechgrok.training.memory import n_parameters
+
+    return 3 * 8 * n_parameters(cfg) + 8 * n_examples(cfg) + (8 << 20)
+
+
+def _metadata_int(path: Path, metadata: dict[str, str], key: str) -> int:
+    value = metadata.get(key)
+    if value is None:
+        raise ValueError(f"{path}: its metadata has no {key!r}; the file is damaged or was edited")
+    if not value.isdigit():
+        raise ValueError(f"{path}: its metadata {key!r} is {value!r}, not a whole number >= 0; the file was edited")
+    return int(value)
+
+
+def schema_version(path: Path, value: object, where: str) -> int:
+    """The schema version ``value`` found in ``path``'s ``where``, or a ``ValueError`` that says what was found."""
+    if value is None:
+        raise ValueError(f"{path}: its {where} has no 'schema_version' (this mechgrok reads versions "
+                         f"{READABLE_SCHEMAS}); the file is damaged or was edited")
+    try:
+        version = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+    except ValueError:
+        version = None
+    if version is None:
+        raise ValueError(f"{path}: its {where} 'schema_version' is {value!r}, not a whole number; the file is damaged")
+    if version > SCHEMA_VERSION:
+        raise ValueError(f"{path} has schema version {version}, newer than this mechgrok's {SCHEMA_VERSION} (it reads "
+                         f"{READABLE_SCHEMAS}); upgrade mechgrok to read it")
+    if version not in READABLE_SCHEMAS:
+        raise ValueError(f"{path} has schema version {version}, which no mechgrok wrote (this one reads "
+                         f"{READABLE_SCHEMAS}); the file is damaged or was edited")
+    return version
+
+
+def _check_exists(path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(
             f"{path} does not exist; pass a run folder, a mechgrok .safetensors checkpoint, or a foreign .pth file"
         )
-    return path.read_bytes()
-
-
-def _safetensors_metadata(data: bytes) -> dict[str, str]:
-    # safetensors layout: 8-byte little-endian header length, then a JSON header
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + n])
-    return header.get("__metadata__", {})
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a checkpoint file")
 
 
 def _check_consistent(ckpt: CheckpointFile) -> None:
@@ -249,12 +339,28 @@ def _check_consistent(ckpt: CheckpointFile) -> None:
             f"{ckpt.path}: its config says p={cfg.p}, d_model={cfg.d_model}, so W_E should be "
             f"{(cfg.d_vocab, cfg.d_model)}, but it is {shape}; the file is damaged or was edited"
         )
+    check_split(ckpt.path, cfg, ckpt.split)
+
+
+def check_split(path: Path, cfg: Config, split: Split) -> None:
+    """Raise ``ValueError`` unless ``split`` is two disjoint sets of valid example indices of ``cfg``'s task."""
     n = n_examples(cfg)
-    covered = len(ckpt.split.train) + len(ckpt.split.test)
+    limit = n  # indices run over the task's examples; an unordered split indexes the p x p grid
     if cfg.task == "modular" and cfg.pairs == "unordered":
         n = cfg.p * (cfg.p + 1) // 2  # a split of the pairs a <= b only
+    for name, idx in (("train", split.train), ("test", split.test)):
+        if idx.ndim != 1 or idx.dtype != torch.int64:
+            raise ValueError(f"{path}: split.{name} is {idx.dtype} {tuple(idx.shape)}, not a 1-D int64 tensor of indices")
+    covered = len(split.train) + len(split.test)
     if covered != n:
-        raise ValueError(f"{ckpt.path}: its split covers {covered} examples, but its config's task has {n}")
+        raise ValueError(f"{path}: its split covers {covered} examples, but its config's task has {n}")
+    both = torch.cat([split.train, split.test])
+    if covered and (int(both.min()) < 0 or int(both.max()) >= limit):
+        raise ValueError(f"{path}: its split holds index {int(both.min()) if int(both.min()) < 0 else int(both.max())}, "
+                         f"outside 0..{limit - 1}; the file is damaged or was edited")
+    if len(torch.unique(both)) != covered:
+        raise ValueError(f"{path}: its split holds {covered - len(torch.unique(both))} repeated indices (in train, test "
+                         "or both); the file is damaged or was edited")
 
 
 # --------------------------------------------------------------------------- what a model was trained on
@@ -367,6 +473,8 @@ def _epochs_summary(epochs: list[int]) -> str:
 
 
 def checkpoint_path(run_dir: Path, epoch: int) -> Path:
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"epoch={epoch!r} must be a whole number >= 0 (a saved epoch, e.g. epoch=100)")
     return Path(run_dir) / CHECKPOINT_DIR / f"epoch_{epoch:06d}.safetensors"
 
 
@@ -383,19 +491,24 @@ def checkpoint_epochs(run_dir: Path) -> list[int]:
     return sorted(epochs)
 
 
-def model_from_state(cfg: Config, state: dict[str, Tensor], split: Split, d_vocab_out: int | None = None) -> torch.nn.Module:
-    """A model of ``cfg``'s family holding the weights ``state``, attached to its task and split."""
+def _new_model(cfg: Config, d_vocab_out: int | None = None) -> torch.nn.Module:
     if cfg.family == "transformer":
         from mechgrok.models.transformer import build_model
 
-        model = build_model(cfg, d_vocab_out=d_vocab_out, split=split)
-    else:
-        from mechgrok import registry
+        return build_model(cfg, d_vocab_out=d_vocab_out)
+    from mechgrok import registry
 
-        if d_vocab_out is not None:
-            raise ValueError(f"d_vocab_out applies to the transformer family only, not {cfg.family!r}")
-        model = registry.family(cfg.family).build(cfg)
-        attach(model, cfg, split)
+    if d_vocab_out is not None:
+        raise ValueError(f"d_vocab_out applies to the transformer family only, not {cfg.family!r}")
+    return registry.family(cfg.family).build(cfg)
+
+
+def model_from_state(cfg: Config, state: dict[str, Tensor], split: Split, d_vocab_out: int | None = None,
+                     *, model: torch.nn.Module | None = None) -> torch.nn.Module:
+    """A model of ``cfg``'s family holding the weights ``state``, attached to its task and split
+    (``model``: a new model of ``cfg`` to fill, e.g. one whose parameters ``state`` was read into)."""
+    model = _new_model(cfg, d_vocab_out) if model is None else model
+    attach(model, cfg, split)
     expected = set(state_tensors(model))
     if set(state) != expected:
         raise ValueError(
@@ -405,6 +518,10 @@ def model_from_state(cfg: Config, state: dict[str, Tensor], split: Split, d_voca
     for name, tensor in model.state_dict().items():
         if name in state and tuple(state[name].shape) != tuple(tensor.shape):
             raise ValueError(f"checkpoint weight {name} has shape {tuple(state[name].shape)}, the model needs {tuple(tensor.shape)}")
+        if name in state and state[name].dtype not in (torch.float32, torch.float64):
+            # load_state_dict would cast it silently; a float16 or integer W_E is not a trained model's
+            raise ValueError(f"checkpoint weight {name} is {state[name].dtype}; mechgrok reads float32 or float64 weights "
+                             f"(the model's are {tensor.dtype})")
     model.load_state_dict(state, strict=False)
     return model
 
@@ -441,9 +558,15 @@ def load_checkpoint(path: str | Path, *, p: int | None = None) -> Run:
             source_format=foreign.format,
             source=path,
         )
-    ckpt = read_checkpoint_file(path)
+    # The model is built first and the file's weights are read straight into its parameters, so
+    # loading holds them once (plus the model's initialisation while it is built).
+    model = _new_model(_checkpoint_header(Path(path))[0])
+    ckpt = read_checkpoint_file(path, into={f"model.{k}": v for k, v in state_tensors(model).items()})
     _check_p(path, ckpt.config.p, p)
-    model = model_from_state(ckpt.config, ckpt.model_state, ckpt.split)
+    try:
+        model = model_from_state(ckpt.config, ckpt.model_state, ckpt.split, model=model)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
     return Run(
         path=run_dir,
@@ -471,9 +594,10 @@ def load_run(path: str | Path, *, epoch: int | None = None, p: int | None = None
     if not epochs:
         raise ValueError(f"{path} has no checkpoints yet; train it with `mechgrok train --out {path}`")
     epoch = epochs[-1] if epoch is None else epoch
+    where = checkpoint_path(path, epoch)  # a non-integer epoch is refused here, by name
     if epoch not in epochs:
         raise ValueError(f"{path} has no checkpoint at epoch {epoch}; saved epochs are {_epochs_summary(epochs)}")
-    return load_checkpoint(checkpoint_path(path, epoch), p=p)
+    return load_checkpoint(where, p=p)
 
 
 # --------------------------------------------------------------------------- run folder pieces
@@ -483,26 +607,55 @@ def write_config(run_dir: Path, cfg: Config) -> None:
 
 
 def read_config(run_dir: Path) -> Config:
+    """A run's config: every field of its schema must be there (none is filled with a default)."""
     path = Path(run_dir) / CONFIG_FILE
+    restore = (f"restore it (every checkpoint's metadata holds the config: "
+               f"mechgrok.runs.write_config(RUN, read_checkpoint_file(CHECKPOINT).config)) or use another folder")
     try:
         payload = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); restore it or start a new run folder") from None
-    if not isinstance(payload, dict) or payload.get("format") != "mechgrok" or payload.get("schema_version") not in READABLE_SCHEMAS:
-        raise ValueError(f"{path} is not a mechgrok config of a schema version this mechgrok reads {READABLE_SCHEMAS}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); {restore}") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} holds a JSON {type(payload).__name__}, not a mechgrok config object; {restore}")
+    if payload.get("format") != "mechgrok":
+        raise ValueError(f"{path} has format {payload.get('format')!r}, not 'mechgrok'; it is not a mechgrok config")
+    version = schema_version(path, payload.get("schema_version"), "JSON")
+    if "config" not in payload:
+        raise ValueError(f"{path} has no 'config' field; {restore}")
     try:
-        return Config.from_dict(payload.get("config"), schema_version=payload["schema_version"])
-    except ValueError as err:
+        return Config.from_dict(payload["config"], schema_version=version)
+    except (ValueError, TypeError) as err:
         raise ValueError(f"{path}: {err}") from None
 
 
+def cross_check_config(path: Path, cfg: Config, saved: Config) -> None:
+    """Raise ``ValueError`` if the config a file ``path`` records differs from the run's ``saved``
+    ``config.json`` in a field other than the schedule fields a resumed run may change."""
+    from mechgrok.training.loop import RESUMABLE_CHANGES
+
+    differs = {f: (getattr(saved, f), getattr(cfg, f)) for f in cfg.to_dict()
+               if f not in RESUMABLE_CHANGES and getattr(saved, f) != getattr(cfg, f)}
+    if differs:
+        detail = ", ".join(f"{f}: {CONFIG_FILE} {a!r}, the file {b!r}" for f, (a, b) in differs.items())
+        raise ValueError(f"{path} records another config than its run's {CONFIG_FILE} ({detail}): it is from another "
+                         "run, or one of the two files was edited")
+
+
 def write_split(run_dir: Path, split: Split) -> None:
-    data = st_save_bytes({"train": split.train.contiguous(), "test": split.test.contiguous()}, metadata={"format": "mechgrok"})
+    data = tensorfile.tensors_to_bytes({"train": split.train, "test": split.test}, {"format": "mechgrok"})
     atomic_write_bytes(Path(run_dir) / SPLIT_FILE, data)
 
 
 def read_split(run_dir: Path) -> Split:
-    tensors = st_load_bytes(_read_bytes(Path(run_dir) / SPLIT_FILE))
+    path = Path(run_dir) / SPLIT_FILE
+    _check_exists(path)
+    try:
+        tensors, _ = tensorfile.read_tensors(path)
+    except tensorfile.DamagedFile as err:
+        raise ValueError(f"{err}; every checkpoint of the run carries its split too") from None
+    missing = [name for name in ("train", "test") if name not in tensors]
+    if missing:
+        raise ValueError(f"{path} has no tensor {missing[0]!r}; it is not a mechgrok split file")
     return Split(train=tensors["train"], test=tensors["test"])
 
 
@@ -525,6 +678,109 @@ def imported_from(run_dir: Path) -> dict | None:
 
 
 def read_metrics(run_dir: Path | None) -> pd.DataFrame | None:
+    """A run's ``metrics.csv`` (None if it has none), its columns checked: ``METRIC_COLUMNS``
+    present, ``epoch`` whole numbers, the rest numbers (NaN allowed: an imported run has no times)."""
     if run_dir is None or not (Path(run_dir) / METRICS_FILE).exists():
         return None
-    return pd.read_csv(Path(run_dir) / METRICS_FILE)
+    path = Path(run_dir) / METRICS_FILE
+    fix = "restore it from a copy; the run's checkpoints are intact"
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty (not even its header {','.join(METRIC_COLUMNS)}); {fix}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a readable CSV file ({_first_line(err)}); {fix}") from None
+    missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {missing}; it has {list(frame.columns)}, and a run's metrics have "
+                         f"{METRIC_COLUMNS}; {fix}")
+    for column in METRIC_COLUMNS:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() & frame[column].notna()
+        if column == "epoch":
+            bad |= values.isna() | (values % 1 != 0) | (values < 0)
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise ValueError(f"{path}: column {column!r} holds {frame[column].iloc[row]!r} on data row {row + 1}, not "
+                             f"{'a whole number >= 0' if column == 'epoch' else 'a number'}; {fix}")
+        frame[column] = values.astype("int64") if column == "epoch" else values.astype("float64")
+    return frame
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+
+# --------------------------------------------------------------------------- one trainer per folder
+@contextmanager
+def lock_run_folder(run_dir: Path) -> Iterator[Path]:
+    """Hold an exclusive lock on the run folder ``run_dir`` (created if absent) while training it.
+
+    The lock is ``flock`` on the folder itself, so no file is added to it; it is released when
+    the trainer returns or dies (the kernel drops it with the process). A second trainer on the
+    same folder gets a ``ValueError`` naming the folder at once, before it reads or writes
+    anything, so two trainers never interleave their writes.
+    """
+    run_dir = Path(run_dir)
+    if str(run_dir) == "":
+        raise ValueError("the run folder is the empty string; pass a folder, e.g. --out runs/my-run")
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise ValueError(f"{run_dir} is a symlink to {os.readlink(run_dir)}, which does not exist (or leads back to "
+                         "itself); pass a real folder")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir} exists and is not a folder; pass a folder (a new one, or a run's)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as err:
+        raise ValueError(f"cannot open the run folder {run_dir} ({err.strerror}); pass a folder you can write") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another trainer holds {run_dir} (it is training it now); wait for it to finish or stop "
+                             "it, then run again: the run resumes where it stopped") from None
+        yield run_dir
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def clear_unfinished_writes(run_dir: Path) -> list[Path]:
+    """Remove the temporary files of mechgrok's own atomic writes that a kill left in ``run_dir``
+    (``.config.json.<random>.tmp``, ``checkpoints/.epoch_000100.safetensors.<random>.tmp``, ...);
+    the file each was to replace is intact. Only names of the trainer's own files are touched;
+    call it while holding :func:`lock_run_folder`. Returns what was removed."""
+    run_dir = Path(run_dir)
+    removed = []
+    for folder, names in ((run_dir, RUN_FILES), (run_dir / CHECKPOINT_DIR, ("epoch_",))):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if is_unfinished_write(entry.name, names) and entry.is_file() and not entry.is_symlink():
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
+def is_unfinished_write(name: str, files: tuple[str, ...] = RUN_FILES + ("epoch_",)) -> bool:
+    """Whether ``name`` is a temporary name :func:`atomic_write_bytes` gives one of ``files``."""
+    return name.startswith(".") and name.endswith(TMP_SUFFIX) and any(name[1:].startswith(f) for f in files)
+
+
+# Out of room: the fix is to free space, and the run goes on from its resume file.
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def write_error(err: OSError, run_dir: Path, resume_epoch: int | None) -> ValueError:
+    """The error to raise when a trainer's write into ``run_dir`` failed with ``err``: it names
+    the file and says what re-running does (every file on disk is whole: writes are atomic)."""
+    where = err.filename or run_dir
+    again = f"it resumes from epoch {resume_epoch}" if resume_epoch is not None else "it starts the run afresh"
+    if err.errno in _NO_ROOM:
+        fix = f"free space (or raise the file-size limit) and re-run the same command: {again}"
+    elif err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = f"make {run_dir} writable and re-run the same command ({again}), or pass another --out"
+    else:
+        fix = f"fix that and re-run the same command: {again}"
+    return ValueError(f"could not write {where} ({err.strerror or err}); every file already in {run_dir} is intact; {fix}")

@@ -199,7 +199,7 @@ def test_hooks_act_at_their_site():
     moved = ablations.logit_hook(P, [3], "remove", site=hooks.Site(hooks.LOGITS, 0))(x, None)
     assert torch.equal(moved[:, 1:], x[:, 1:])
     assert torch.allclose(moved[:, 0], fourier.remove_span(x[:, 0], fourier.frequency_directions_2d(P, [3])), atol=1e-12)
-    names = [name for name, _ in ablations.frequency_hooks(P, [3], site="neurons", family="transformer")]
+    names = [name for name, _ in ablations.frequency_hooks(P, [3], site="neurons", family="transformer", W_E=torch.zeros(P + 1, 4))]
     assert names == [hooks.EMBED, family.site("neurons").hook]
     # the §4.4 hooks too
     projected = ablations.neuron_projection_hook(torch.eye(3)[:1].double(), site=hooks.Site(hooks.MLP_POST, 1))(x, None)
@@ -228,7 +228,7 @@ def test_no_hooks_remain_after_runs_and_errors(model):
     assert no_hooks_left(model)
     tokens = ModularTask(P).tokens()
     with pytest.raises(ValueError, match="grid order"):
-        with model.hooks(fwd_hooks=ablations.frequency_hooks(P, [1], site="logits")):
+        with model.hooks(fwd_hooks=ablations.frequency_hooks(P, [1], site="logits", W_E=model.W_E)):
             model(tokens[torch.randperm(len(tokens))])
     assert no_hooks_left(model)
 
@@ -242,7 +242,7 @@ def test_hooks_compose_with_user_hooks(model):
         return activation
 
     tokens = ModularTask(P).tokens()
-    fwd = ablations.frequency_hooks(P, [1, 2], site="neurons", mode="keep") + [(hooks.MLP_POST, record)]
+    fwd = ablations.frequency_hooks(P, [1, 2], site="neurons", mode="keep", W_E=model.W_E) + [(hooks.MLP_POST, record)]
     with torch.no_grad(), model.hooks(fwd_hooks=fwd):
         model(tokens)
     last = seen["post"][:, 2].double()

@@ -223,7 +223,7 @@ LAYERS = [
     ("mechgrok.config", "mechgrok.registry", "mechgrok.hooks", "mechgrok.scoring", "mechgrok.speed"),
     ("mechgrok.tasks",),
     ("mechgrok.models",),
-    ("mechgrok.runs", "mechgrok.formats", "mechgrok.training", "mechgrok.sweeps"),
+    ("mechgrok.tensorfile", "mechgrok.torchfile", "mechgrok.runs", "mechgrok.formats", "mechgrok.training", "mechgrok.sweeps"),
     ("mechgrok.analysis",),
     ("mechgrok.report",),
     ("mechgrok.reproduce",),

@@ -147,25 +147,27 @@ def _check_batch(activation: Tensor, p: int, name: str) -> None:
         )
 
 
-def grid_order_guard(p: int, W_E: Float[Tensor, "d_vocab d_model"] | None = None) -> HookFn:
+def grid_order_guard(p: int, W_E: Float[Tensor, "d_vocab d_model"]) -> HookFn:
     """A ``hook_embed`` hook that raises ``ValueError`` unless the batch is all p² inputs in grid order.
 
-    With ``W_E`` the check is exact (row a*p + b embeds a and b). Without it, it checks the
-    structure: a is constant over b (position 0) and b over a (position 1).
+    The check is exact: row a*p + b must embed [a, b] as ``W_E`` does. ``W_E`` is required: from
+    the activations alone a batch whose residues are relabelled cannot be told from the grid.
     """
+    _require_W_E(W_E, "grid_order_guard")
 
     def guard(activation: Float[Tensor, "batch pos d_model"], hook: Any) -> Tensor:
         _check_batch(activation, p, "grid-order guard")
+        rows = W_E[:p].to(activation)
+        if not bool(torch.isfinite(rows).all()):
+            bad = (~torch.isfinite(rows)).any(dim=-1).nonzero().flatten().tolist()
+            raise ValueError(
+                f"W_E rows {bad[:5]}{' ...' if len(bad) > 5 else ''} (the embeddings of those residues) hold NaN or "
+                "infinite values, so no ablation of this model means anything; its weights are damaged, or it diverged"
+            )
         grid = fourier.to_grid(activation[:, :2], p)  # [a, b, pos, d_model]
-        if W_E is not None:
-            rows = W_E[:p].to(activation)
-            ok = torch.equal(grid[:, :, 0], rows[:, None].expand_as(grid[:, :, 0])) and torch.equal(
-                grid[:, :, 1], rows[None, :].expand_as(grid[:, :, 1])
-            )
-        else:
-            ok = torch.equal(grid[:, :, 0], grid[:, :1, 0].expand_as(grid[:, :, 0])) and torch.equal(
-                grid[:, :, 1], grid[:1, :, 1].expand_as(grid[:, :, 1])
-            )
+        ok = torch.equal(grid[:, :, 0], rows[:, None].expand_as(grid[:, :, 0])) and torch.equal(
+            grid[:, :, 1], rows[None, :].expand_as(grid[:, :, 1])
+        )
         if not ok:
             raise ValueError(
                 "the batch is not all p² inputs in grid order (row a*p + b must hold [a, b, =]); "
@@ -174,6 +176,15 @@ def grid_order_guard(p: int, W_E: Float[Tensor, "d_vocab d_model"] | None = None
         return activation
 
     return guard
+
+
+def _require_W_E(W_E: Tensor | None, name: str) -> None:
+    if not isinstance(W_E, Tensor) or W_E.ndim != 2:
+        raise ValueError(
+            f"{name} needs W_E=model.W_E (a [d_vocab, d_model] tensor, got {type(W_E).__name__}): its guard checks that "
+            "the batch is all p² inputs in grid order against the embeddings, which no check of the activations alone "
+            "can do (a batch with relabelled residues looks the same)"
+        )
 
 
 def embedding_hook(p: int, ks: Iterable[int], mode: Mode = "remove", *, site: hooks.Site | None = None) -> HookFn:
@@ -251,10 +262,12 @@ def frequency_hooks(
 ) -> list[tuple[str, HookFn]]:
     """``fwd_hooks`` for ``model.hooks``: a grid-order guard, then the ablation at ``site``.
 
+    ``W_E`` (``model.W_E``) is required: the guard checks the batch against it (:func:`grid_order_guard`).
+
     ``sign``: +1 (default) for a model of op='add', -1 for op='sub' (module docstring);
     ``family``: the model family whose site is used (``Config.family``).
 
-    >>> with model.hooks(fwd_hooks=frequency_hooks(113, [14, 35], site="neurons", mode="keep")):
+    >>> with model.hooks(fwd_hooks=frequency_hooks(113, [14, 35], site="neurons", mode="keep", W_E=model.W_E)):
     ...     logits = model(ModularTask(113).tokens())
     """
     if site not in SITES:
@@ -263,6 +276,7 @@ def frequency_hooks(
     fourier.check_sign(sign)
     if site != "embeddings" and terms not in fourier.TERMS:
         raise ValueError(f"terms={terms!r} is not one of {fourier.TERMS}; pass terms='sum' or terms='all'")
+    _require_W_E(W_E, "frequency_hooks")
     where = _site(site, family)
     if site == "embeddings":
         fn = embedding_hook(p, ks, mode, site=where)

@@ -55,7 +55,13 @@ def train_or_reuse(cfg: Config, run_dir: Path, *, progress_bar: bool = False, th
     message says where it stopped (a resume checkpoint is written; calling again resumes).
     """
     done = runs.checkpoint_epochs(run_dir)
-    if done and done[-1] >= cfg.epochs and (run_dir / runs.CONFIG_FILE).exists():
+    resume = run_dir / runs.RESUME_FILE
+    # Reached: its resume file (written last at every save) is at the epochs asked or past them,
+    # or it is an imported run, which has no resume file. A kill between the final checkpoint and
+    # the final resume file leaves a run the trainer must finish (its last metrics row is missing).
+    reached = done and done[-1] >= cfg.epochs and (
+        runs.read_checkpoint_file(resume).epoch >= cfg.epochs if resume.exists() else runs.imported_from(run_dir) is not None)
+    if reached and (run_dir / runs.CONFIG_FILE).exists():
         from mechgrok.training.loop import config_clash
 
         clash = config_clash(runs.read_config(run_dir), cfg.to_dict())

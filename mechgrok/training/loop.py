@@ -20,6 +20,7 @@ resume checkpoint and ends bit-identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -39,6 +40,7 @@ from mechgrok.models.fastpath import check_supported
 from mechgrok.models.transformer import HookedTransformer
 from mechgrok.tasks.base import Split, make_split, stream_generator
 from mechgrok.tasks.modular import ModularTask
+from mechgrok.training.memory import check_fits
 from mechgrok.training.optim import load_optimizer_tensors, lr_at, make_optimizer, optimizer_tensors
 
 # Fields that may change between a run and its resumption without changing its trajectory.
@@ -128,7 +130,15 @@ def train(
     ``device`` ("cpu" or "cuda"). The sequence tasks' family (``sequence_transformer``) trains
     with :func:`mechgrok.training.sequence.train_sequence`, on either device. The transformer's
     fast step runs on the CPU only.
+
+    One trainer at a time holds a run folder (:func:`mechgrok.runs.lock_run_folder`); a run
+    that cannot fit in this machine's memory is refused before anything is written
+    (:func:`mechgrok.training.memory.check_fits`). A write that fails (a full disk) raises a
+    ``ValueError`` naming the file and the epoch a re-run resumes from; a non-finite loss stops
+    the run with the last good checkpoint and resume file kept.
     """
+    if not str(out_dir).strip():
+        raise ValueError("out_dir is the empty string; pass a run folder, e.g. runs/my-run")
     training = registry.family(cfg.family).training
     if training == "sequence":
         from mechgrok.training.sequence import train_sequence  # imported here: sequence imports this module
@@ -146,7 +156,11 @@ def train(
     if str(device) != "cpu":
         raise ValueError(f"device={device!r}: the {cfg.family} family's exact fast step runs on the CPU only; "
                          "pass device='cpu' (the families without a fast step, e.g. family='mlp', train on cuda)")
-    with speed.torch_threads(threads) as n, speed.tuned_malloc(tune_process), speed.fast_float32_matmul(tune_process):
+    check_fits([cfg])
+    if cfg.batch_size:  # before the lock, which creates the folder
+        _check_batch_size(cfg, len(make_split(ModularTask(cfg.p, cfg.op).n_pairs, cfg.frac_train, cfg.seed).train))
+    with runs.lock_run_folder(Path(out_dir)), speed.torch_threads(threads) as n, speed.tuned_malloc(tune_process), \
+            speed.fast_float32_matmul(tune_process):
         result = _train(cfg, Path(out_dir), progress, on_eval, on_resume)
     result.threads = n
     return result
@@ -159,6 +173,7 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
     family = registry.family(cfg.family)
     fast_step = family.load_fast_step()  # a family without an exact fast step is refused here, by name
 
+    runs.clear_unfinished_writes(out_dir)  # train() holds the folder's lock
     resume = _existing_run(out_dir, cfg)
     if resume is None:
         split = make_split(task.n_pairs, cfg.frac_train, cfg.seed)
@@ -167,9 +182,11 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
         runs.attach(model, cfg, split)
         check_supported(model)
         optimizer = make_optimizer(model, cfg)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        runs.write_config(out_dir, cfg)
-        runs.write_split(out_dir, split)
+        try:
+            runs.write_config(out_dir, cfg)
+            runs.write_split(out_dir, split)
+        except OSError as err:
+            raise runs.write_error(err, out_dir, None) from err
         start, rows, elapsed0, resumed_from = 0, [], 0.0, None
     else:
         ckpt = resume
@@ -190,7 +207,10 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
             # finished already: hand back what is on disk, rewrite nothing
             return TrainResult(model, cfg, split, metrics, start, False, start, float(metrics.elapsed_s.iloc[-1]), out_dir)
         if cfg != runs.read_config(out_dir):  # only RESUMABLE_CHANGES can differ here
-            runs.write_config(out_dir, cfg)
+            try:
+                runs.write_config(out_dir, cfg)
+            except OSError as err:
+                raise runs.write_error(err, out_dir, start) from err
         if on_resume is not None:
             on_resume(start)
 
@@ -198,19 +218,29 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
     test_eval = fast_step(tokens[split.test], labels[split.test], loss_dtype=cfg.loss_dtype)
     n_train, n_test = len(split.train), len(split.test)
 
-    def minibatch_step(step: int) -> None:
-        """One optimizer step's gradient on step ``step``'s minibatch (docstring of the module)."""
+    def minibatch_step(step: int):
+        """One optimizer step's gradient on step ``step``'s minibatch (docstring of the module); its loss."""
         rows = split.train[minibatch_indices(cfg.seed, step, n_train, cfg.batch_size)]
-        fast_step(tokens[rows], labels[rows], loss_dtype=cfg.loss_dtype).loss_and_grad(model, accuracy=False)
+        loss, _ = fast_step(tokens[rows], labels[rows], loss_dtype=cfg.loss_dtype).loss_and_grad(model, accuracy=False)
+        return loss
+
+    on_disk = [resumed_from]  # the epoch of the resume file on disk (None: none yet)
 
     def save(epoch: int, elapsed: float, weights: bool) -> None:
-        if weights:
-            runs.save_checkpoint(runs.checkpoint_path(out_dir, epoch), model, cfg, split, epoch)
-        runs.write_metrics(out_dir, rows)
-        runs.save_checkpoint(
-            out_dir / runs.RESUME_FILE, model, cfg, split, epoch,
-            optimizer_state=optimizer_tensors(model, optimizer), extra={"elapsed_s": repr(elapsed)},
-        )
+        # The resume file goes last: it is what a re-run starts from, so a kill or a full disk
+        # after any earlier write leaves a folder that resumes from the previous one.
+        _check_finite(model, epoch, out_dir, on_disk[0])
+        try:
+            if weights:
+                runs.save_checkpoint_once(runs.checkpoint_path(out_dir, epoch), model, cfg, split, epoch)
+            runs.write_metrics(out_dir, rows)
+            runs.save_checkpoint(
+                out_dir / runs.RESUME_FILE, model, cfg, split, epoch,
+                optimizer_state=optimizer_tensors(model, optimizer), extra={"elapsed_s": repr(elapsed)},
+            )
+        except OSError as err:
+            raise runs.write_error(err, out_dir, on_disk[0]) from err
+        on_disk[0] = epoch
 
     bar = None
     if progress:
@@ -227,12 +257,15 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
             if cfg.batch_size:  # the row's train loss is the whole split's; the step is the minibatch's
                 if log_row:
                     train_loss, train_correct = train_step.loss(model)
-                if not is_last:
-                    minibatch_step(epoch)
+                checked = minibatch_step(epoch) if not is_last else train_loss
             elif is_last:
-                train_loss, train_correct = train_step.loss(model)
+                train_loss, train_correct = checked = train_step.loss(model)
             else:
-                train_loss, train_correct = train_step.loss_and_grad(model, accuracy=log_row)
+                train_loss, train_correct = checked = train_step.loss_and_grad(model, accuracy=log_row)
+            if isinstance(checked, tuple):
+                checked = checked[0]
+            if not math.isfinite(float(checked)):
+                raise _diverged(cfg, epoch, f"the train loss is {float(checked)}", out_dir, on_disk[0])
             if log_row:
                 test_loss, test_correct = test_eval.loss(model)
                 row = {
@@ -298,12 +331,32 @@ def config_clash(saved: Config, asked: dict) -> dict[str, tuple]:
 
 
 def _existing_run(out_dir: Path, cfg: Config) -> runs.CheckpointFile | None:
-    """The resume checkpoint of a compatible run in ``out_dir``; None for a fresh folder."""
-    if not out_dir.exists() or not any(out_dir.iterdir()):
+    """The resume checkpoint of a compatible run in ``out_dir``; None for a fresh start.
+
+    A fresh start is an absent or empty folder, or one that a kill (or a full disk) stopped
+    before its first resume file: only the config, split, epoch-0 checkpoint and metrics,
+    which the seeded fresh start writes again, identical. The resume file is cross-checked
+    with ``config.json``, the split and the checkpoints before it is trusted
+    (:func:`_check_resume`); nothing is written here.
+    mechgrok's own unfinished temporary files are ignored (the trainer removes them once it holds
+    the folder, :func:`mechgrok.runs.clear_unfinished_writes`).
+    """
+    # mechgrok's own unfinished writes do not count (the trainer removes them once it holds the folder)
+    held = sorted(p.name for p in out_dir.iterdir() if not runs.is_unfinished_write(p.name)) if out_dir.is_dir() else []
+    if not held:
         return None
     if not (out_dir / runs.CONFIG_FILE).exists():
+        run_files = [name for name in held if name in runs.RUN_FILES + (runs.CHECKPOINT_DIR,)]
+        if run_files:
+            raise ValueError(
+                f"{out_dir} holds a mechgrok run ({', '.join(run_files)}) but no {runs.CONFIG_FILE}; nothing was changed. "
+                f"Restore {runs.CONFIG_FILE} from a copy, or from the config its {runs.RESUME_FILE} records: "
+                f"mechgrok.runs.write_config(RUN, mechgrok.runs.read_checkpoint_file(RUN/{runs.RESUME_FILE}).config)"
+            )
+        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
         raise ValueError(
-            f"{out_dir} exists and is not a mechgrok run folder; choose another --out, or empty it yourself"
+            f"{out_dir} exists and is not a mechgrok run folder (it holds {shown}); nothing in it was changed. "
+            "Choose another --out"
         )
     saved = runs.read_config(out_dir)
     differs = config_clash(saved, cfg.to_dict())
@@ -315,8 +368,62 @@ def _existing_run(out_dir: Path, cfg: Config) -> runs.CheckpointFile | None:
         )
     resume_file = out_dir / runs.RESUME_FILE
     if not resume_file.exists():
-        return None if not runs.checkpoint_epochs(out_dir) else _no_resume_error(out_dir)
-    return runs.read_checkpoint_file(resume_file)
+        if runs.imported_from(out_dir) is None and runs.checkpoint_epochs(out_dir) in ([], [0]):
+            return None  # stopped before its first resume file: start afresh (the same files again)
+        return _no_resume_error(out_dir)
+    try:
+        ckpt = runs.read_checkpoint_file(resume_file)
+        _check_resume(out_dir, ckpt, saved)
+    except ValueError as err:
+        raise ValueError(
+            f"{err}. {out_dir} cannot be resumed exactly from it, and nothing was changed: its checkpoints "
+            f"({runs._epochs_summary(runs.checkpoint_epochs(out_dir))}) are intact and load_run reads them. "
+            f"Restore {runs.RESUME_FILE} from a copy, or train anew into another --out"
+        ) from None
+    return ckpt
+
+
+def _check_resume(out_dir: Path, ckpt: runs.CheckpointFile, saved: Config) -> None:
+    """Raise ``ValueError`` unless the resume file ``ckpt`` is this run's own: its config is
+    ``config.json``'s, its split the run's, its weights and optimizer state finite, its
+    optimizer has taken ``epoch`` steps, and it agrees with the checkpoint of its epoch."""
+    path = ckpt.path
+    if ckpt.kind != "resume":
+        raise ValueError(f"{path} is a plain checkpoint (metadata kind {ckpt.kind!r}), not a resume file")
+    runs.cross_check_config(path, ckpt.config, saved)
+    if (out_dir / runs.SPLIT_FILE).exists():
+        split = runs.read_split(out_dir)
+        if not (torch.equal(split.train, ckpt.split.train) and torch.equal(split.test, ckpt.split.test)):
+            raise ValueError(f"{path} and {out_dir / runs.SPLIT_FILE} hold different splits: one of the two was edited "
+                             "or comes from another run")
+    for kind, tensors in (("weight", ckpt.model_state), ("optimizer state", ckpt.optimizer_state)):
+        bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise ValueError(f"{path} holds non-finite (NaN or infinite) {kind} {bad[0]}")
+    steps = {float(t) for name, t in ckpt.optimizer_state.items() if name.endswith(".step") and t.numel() == 1}
+    if (ckpt.epoch > 0 and steps != {float(ckpt.epoch)}) or (ckpt.epoch == 0 and ckpt.optimizer_state):
+        raise ValueError(f"{path} says epoch {ckpt.epoch}, but its optimizer has taken "
+                         f"{sorted(int(s) for s in steps) or 'no'} steps; its metadata was edited")
+    twin = runs.checkpoint_path(out_dir, ckpt.epoch)
+    if twin.exists():
+        other = runs.read_checkpoint_file(twin).model_state
+        if set(other) != set(ckpt.model_state) or any(not torch.equal(other[k], v) for k, v in ckpt.model_state.items()):
+            raise ValueError(f"{path} says epoch {ckpt.epoch}, but its weights differ from {twin}")
+
+
+def _check_finite(model: torch.nn.Module, epoch: int, out_dir: Path, resume_epoch: int | None) -> None:
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise _diverged(None, epoch, f"weight {bad[0]} is not finite", out_dir, resume_epoch)
+
+
+def _diverged(cfg: Config | None, epoch: int, what: str, out_dir: Path, resume_epoch: int | None) -> ValueError:
+    """The error of a run whose loss or weights became NaN or infinite: nothing of it is written."""
+    settings = f" (lr={cfg.lr:g}, weight_decay={cfg.weight_decay:g})" if cfg is not None else ""
+    kept = (f"{out_dir} keeps its checkpoints and its resume file at epoch {resume_epoch}" if resume_epoch is not None
+            else f"nothing of the run but its config and split was written to {out_dir}")
+    return ValueError(f"training diverged at epoch {epoch}: {what}{settings}; it stopped and wrote nothing at this "
+                      f"epoch. {kept}. Lower the learning rate (--lr) and train into another --out")
 
 
 def _no_resume_error(out_dir: Path):
@@ -326,4 +433,7 @@ def _no_resume_error(out_dir: Path):
             f"{out_dir} was imported from {source.get('source', 'a foreign file')}, which holds no optimizer state, so it "
             "cannot be trained further; analyse it as it is, or train a new run with another --out"
         )
-    raise ValueError(f"{out_dir} has checkpoints but no {runs.RESUME_FILE}; it cannot be resumed exactly. Use another --out.")
+    raise ValueError(f"{out_dir} has checkpoints ({runs._epochs_summary(runs.checkpoint_epochs(out_dir))}) but no "
+                     f"{runs.RESUME_FILE} (the weights plus optimizer state a run resumes from), so it cannot be resumed "
+                     "exactly; nothing was changed, and load_run reads its checkpoints. Restore the resume file from a "
+                     "copy, or train into another --out")

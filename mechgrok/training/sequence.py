@@ -41,12 +41,13 @@ from mechgrok.config import Config
 from mechgrok.tasks.base import stream_generator
 from mechgrok.tasks.data import RunData, fresh_batch, run_data
 from mechgrok.tasks.sequence import IGNORE, SequenceTask
-from mechgrok.training.loop import TrainResult, _existing_run, _stop_on_signals
+from mechgrok.training.loop import TrainResult, _check_finite, _diverged, _existing_run, _stop_on_signals
+from mechgrok.training.memory import check_fits
 from mechgrok.training.optim import load_optimizer_tensors, lr_at, make_optimizer, optimizer_tensors
 
 __all__ = ["COMPONENTS_FILE", "train_sequence", "sequence_loss", "component_losses", "read_components", "component_curves", "batch_at"]
 
-COMPONENTS_FILE = "components.csv"
+COMPONENTS_FILE = runs.COMPONENTS_FILE
 COMPONENT_COLUMNS = ["epoch", "component", "train_loss", "test_loss"]
 
 
@@ -164,7 +165,9 @@ def train_sequence(
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but torch sees no CUDA device here; pass device='cpu'")
-    with speed.torch_threads(threads) as n, speed.tuned_malloc(tune_process), speed.fast_float32_matmul(tune_process and dev.type == "cpu"):
+    check_fits([cfg])
+    with runs.lock_run_folder(Path(out_dir)), speed.torch_threads(threads) as n, speed.tuned_malloc(tune_process), \
+            speed.fast_float32_matmul(tune_process and dev.type == "cpu"):
         result = _train(cfg, Path(out_dir), data, dev, progress, on_eval, on_resume)
     result.threads = n
     return result
@@ -176,6 +179,7 @@ def _train(cfg: Config, out_dir: Path, data: RunData, dev: torch.device, progres
     task: SequenceTask = data.task
     positions = torch.tensor(task.loss_positions, device=dev)
     names = task.component_names
+    runs.clear_unfinished_writes(out_dir)  # train_sequence holds the folder's lock
     resume = _existing_run(out_dir, cfg)
     if resume is None:
         split = data.split
@@ -183,9 +187,11 @@ def _train(cfg: Config, out_dir: Path, data: RunData, dev: torch.device, progres
         runs.attach(model, cfg, split)
         _to(model, dev)
         optimizer = make_optimizer(model, cfg)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        runs.write_config(out_dir, cfg)
-        runs.write_split(out_dir, split)
+        try:
+            runs.write_config(out_dir, cfg)
+            runs.write_split(out_dir, split)
+        except OSError as err:
+            raise runs.write_error(err, out_dir, None) from err
         start, rows, parts, elapsed0, resumed_from = 0, [], [], 0.0, None
     else:
         if resume.epoch > cfg.epochs:
@@ -205,8 +211,11 @@ def _train(cfg: Config, out_dir: Path, data: RunData, dev: torch.device, progres
         parts = [] if saved_parts is None else saved_parts[saved_parts["epoch"] < start].to_dict("records")
         if start == cfg.epochs and metrics is not None and bool((metrics["epoch"] == start).any()):
             return TrainResult(model, cfg, split, metrics, start, False, start, float(metrics.elapsed_s.iloc[-1]), out_dir)
-        if cfg != runs.read_config(out_dir):
-            runs.write_config(out_dir, cfg)
+        if cfg != runs.read_config(out_dir):  # only RESUMABLE_CHANGES can differ here
+            try:
+                runs.write_config(out_dir, cfg)
+            except OSError as err:
+                raise runs.write_error(err, out_dir, start) from err
         if on_resume is not None:
             on_resume(start)
 
@@ -218,13 +227,22 @@ def _train(cfg: Config, out_dir: Path, data: RunData, dev: torch.device, progres
     def forward(tokens: Tensor) -> Tensor:
         return model(tokens)[:, positions]
 
+    on_disk = [resumed_from]  # the epoch of the resume file on disk (None: none yet)
+
     def save(epoch: int, elapsed: float, weights: bool) -> None:
-        if weights:
-            runs.save_checkpoint(runs.checkpoint_path(out_dir, epoch), model, cfg, split, epoch)
-        runs.write_metrics(out_dir, rows)
-        _write_components(out_dir, parts)
-        runs.save_checkpoint(out_dir / runs.RESUME_FILE, model, cfg, split, epoch,
-                             optimizer_state=optimizer_tensors(model, optimizer), extra={"elapsed_s": repr(elapsed)})
+        # as mechgrok.train's: the resume file last, so a kill or a full disk after any earlier
+        # write leaves a folder that resumes from the previous one; existing checkpoints are kept
+        _check_finite(model, epoch, out_dir, on_disk[0])
+        try:
+            if weights:
+                runs.save_checkpoint_once(runs.checkpoint_path(out_dir, epoch), model, cfg, split, epoch)
+            runs.write_metrics(out_dir, rows)
+            _write_components(out_dir, parts)
+            runs.save_checkpoint(out_dir / runs.RESUME_FILE, model, cfg, split, epoch,
+                                 optimizer_state=optimizer_tensors(model, optimizer), extra={"elapsed_s": repr(elapsed)})
+        except OSError as err:
+            raise runs.write_error(err, out_dir, on_disk[0]) from err
+        on_disk[0] = epoch
 
     bar = None
     if progress:
@@ -243,10 +261,7 @@ def _train(cfg: Config, out_dir: Path, data: RunData, dev: torch.device, progres
                 logits = forward(x)
                 loss, correct, scored = sequence_loss(logits, y, cfg.loss_dtype)
             if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the train loss is {float(loss)} at step {epoch} of {out_dir}; lower lr (now {cfg.lr:g}). "
-                    f"The folder keeps the run up to its last checkpoint"
-                )
+                raise _diverged(cfg, epoch, f"the train loss is {float(loss)}", out_dir, on_disk[0])
             if log_row:
                 with torch.no_grad():
                     if cfg.data == "fixed" and not full_batch:  # minibatches: report the whole train set

@@ -36,6 +36,7 @@ any other run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from contextlib import contextmanager
@@ -54,7 +55,8 @@ from mechgrok.config import Config
 from mechgrok.scoring import loss_dtype as torch_loss_dtype
 from mechgrok.tasks.base import Split
 from mechgrok.tasks.data import run_data
-from mechgrok.training.loop import TrainResult, _existing_run, _stop_on_signals
+from mechgrok.training.loop import TrainResult, _check_finite, _existing_run, _stop_on_signals
+from mechgrok.training.memory import check_fits
 from mechgrok.training.optim import lr_at, trainable
 
 __all__ = ["PER_MODEL_FIELDS", "StackResult", "StackedAdamW", "stack_key", "train_stack", "probe_chunk_size",
@@ -208,9 +210,11 @@ def _prepare(index: int, cfg: Config, out_dir: Path, resume: runs.CheckpointFile
         split = run_data(cfg).split
         model = family.build(cfg)
         runs.attach(model, cfg, split)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        runs.write_config(out_dir, cfg)
-        runs.write_split(out_dir, split)
+        try:
+            runs.write_config(out_dir, cfg)
+            runs.write_split(out_dir, split)
+        except OSError as err:
+            raise runs.write_error(err, out_dir, None) from err
         return _Member(index, cfg, out_dir, model, split, 0, [], 0.0, None)
     ckpt = resume
     split = ckpt.split
@@ -223,7 +227,10 @@ def _prepare(index: int, cfg: Config, out_dir: Path, resume: runs.CheckpointFile
                            threads=torch.get_num_threads(), stack_size=0, chunk_size=0)
     rows = [] if metrics is None else metrics[metrics["epoch"] < start].to_dict("records")
     if cfg != runs.read_config(out_dir):  # only RESUMABLE_CHANGES can differ here
-        runs.write_config(out_dir, cfg)
+        try:
+            runs.write_config(out_dir, cfg)
+        except OSError as err:
+            raise runs.write_error(err, out_dir, start) from err
     chunk = int(ckpt.metadata[CHUNK_KEY]) if CHUNK_KEY in ckpt.metadata else None
     if on_resume is not None:
         on_resume(out_dir, start)
@@ -714,8 +721,15 @@ def train_stack(
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1, or None to probe the fastest")
     dev = resolve_device(device)
-    with speed.torch_threads(threads) as n_threads, speed.tuned_malloc(tune_process and dev.type == "cpu"), \
-            _matmul_precision(dev, tune_process):
+    check_fits(cfgs)
+    for cfg, out_dir in zip(cfgs, out_dirs):  # every folder is checked before any is created or written
+        if out_dir.exists():
+            _check_folder(cfg, out_dir)
+    with contextlib.ExitStack() as locks, speed.torch_threads(threads) as n_threads, \
+            speed.tuned_malloc(tune_process and dev.type == "cpu"), _matmul_precision(dev, tune_process):
+        for out_dir in out_dirs:  # every folder is this call's alone until it returns (checked again, held)
+            locks.enter_context(runs.lock_run_folder(out_dir))
+            runs.clear_unfinished_writes(out_dir)
         results: list[StackResult | None] = [None] * len(cfgs)
         groups: dict[tuple, list[_Member]] = {}
         resumes = [_check_folder(cfg, out_dir) for cfg, out_dir in zip(cfgs, out_dirs)]
@@ -749,17 +763,27 @@ def _train_group(members: list[_Member], device: torch.device, chunk_size: int |
     size = min(size, len(members))
     chunks = [_Chunk(group, device) for group in _split_chunks(members, size)]
 
+    on_disk = {id(m): m.resumed_from for m in members}  # each folder's resume epoch on disk (None: none yet)
+
     def save(epoch: int, elapsed: float, weights: bool) -> None:
         extra = {"elapsed_s": "", CHUNK_KEY: str(size)}
         for chunk in chunks:
             chunk.write_back()
+        for chunk in chunks:  # every model is checked before any folder is written
+            for m in chunk.members:
+                _check_finite(m.model, epoch, m.out_dir, on_disk[id(m)])
+        for chunk in chunks:
             for i, m in enumerate(chunk.members):
                 extra["elapsed_s"] = repr(m.elapsed0 + elapsed)
-                if weights:
-                    runs.save_checkpoint(runs.checkpoint_path(m.out_dir, epoch), m.model, m.cfg, m.split, epoch)
-                runs.write_metrics(m.out_dir, m.rows)
-                runs.save_checkpoint(m.out_dir / runs.RESUME_FILE, m.model, m.cfg, m.split, epoch,
-                                     optimizer_state=chunk.optimizer.model_state(i), extra=dict(extra))
+                try:  # the resume file last (mechgrok.training.loop: any prefix of the writes resumes)
+                    if weights:
+                        runs.save_checkpoint_once(runs.checkpoint_path(m.out_dir, epoch), m.model, m.cfg, m.split, epoch)
+                    runs.write_metrics(m.out_dir, m.rows)
+                    runs.save_checkpoint(m.out_dir / runs.RESUME_FILE, m.model, m.cfg, m.split, epoch,
+                                         optimizer_state=chunk.optimizer.model_state(i), extra=dict(extra))
+                except OSError as err:
+                    raise runs.write_error(err, m.out_dir, on_disk[id(m)]) from err
+                on_disk[id(m)] = epoch
 
     bar = None
     if progress:
