@@ -25,7 +25,6 @@ import errno
 import fcntl
 import io
 import json
-import math
 import os
 import shutil
 import tempfile

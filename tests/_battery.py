@@ -25,7 +25,6 @@ import errno
 import io
 import json
 import os
-import pickle
 import shutil
 import struct
 import sys

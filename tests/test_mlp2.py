@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mechgrok import Config, registry
-from mechgrok.analysis import ablations, circuits, fourier, weight_clusters
+from mechgrok.analysis import ablations, circuits, weight_clusters
 from mechgrok.models.mlp2 import one_hot_sum
 from mechgrok.runs import attach, load_run
 from mechgrok.tasks.data import run_data

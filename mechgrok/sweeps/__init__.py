@@ -26,12 +26,12 @@ One concept per module:
 from mechgrok.sweeps.chunks import MAX_MODELS_PER_TASK, chunk_key, plan_chunks, train_chunk
 from mechgrok.sweeps.execute import EXECUTORS, SweepError, run_sweep, usable_cpus
 from mechgrok.sweeps.grid import Sweep, SweepRun, format_value
-from mechgrok.sweeps.manifest import MANIFEST_FILE, open_sweep, read_manifest
+from mechgrok.sweeps.manifest import MANIFEST_FILE, experiment_runs, open_sweep, read_manifest
 from mechgrok.sweeps.results import RESULT_COLUMNS, sweep_results
 from mechgrok.sweeps.status import STATUSES, RunState, run_state, sweep_status
 
 __all__ = [
     "EXECUTORS", "MANIFEST_FILE", "MAX_MODELS_PER_TASK", "RESULT_COLUMNS", "STATUSES", "RunState", "Sweep", "SweepError",
-    "SweepRun", "chunk_key", "format_value", "open_sweep", "plan_chunks", "read_manifest", "run_state", "run_sweep",
+    "SweepRun", "chunk_key", "experiment_runs", "format_value", "open_sweep", "plan_chunks", "read_manifest", "run_state", "run_sweep",
     "sweep_results", "sweep_status", "train_chunk", "usable_cpus",
 ]

@@ -29,13 +29,24 @@ from pathlib import Path
 from mechgrok.config import READABLE_SCHEMAS, SCHEMA_VERSION
 from mechgrok.sweeps.grid import Sweep, format_value
 
-__all__ = ["MANIFEST_FILE", "MANIFEST_SCHEMA", "open_sweep", "read_manifest"]
+__all__ = ["MANIFEST_FILE", "MANIFEST_SCHEMA", "open_sweep", "read_manifest", "experiment_runs"]
 
 MANIFEST_FILE = "sweep.json"
 MANIFEST_FORMAT = "mechgrok-sweep"
 MANIFEST_SCHEMA = 1
 # What a sweep folder may hold beside its manifest and run folders (its driver lock, mechgrok.sweeps.execute).
 LOCK_FILE = ".lock"
+
+
+def experiment_runs(out: str | Path, name: str) -> tuple[Sweep, list[Path]]:
+    """The sweep a reproduction trained into ``OUT/<name>`` and its run folders, in sweep order,
+    or a ``ValueError`` saying what to train first."""
+    folder = Path(out) / name
+    if not (folder / MANIFEST_FILE).exists():
+        raise ValueError(f"{folder} holds no {name} experiment yet; train it first (its sweep, with "
+                         f"mechgrok.sweeps.run_sweep(sweep, {str(folder)!r}), or the reproduction that plans it)")
+    sweep = read_manifest(folder)
+    return sweep, [folder / run.name for run in sweep.runs]
 
 
 def read_manifest(out: str | Path) -> Sweep:

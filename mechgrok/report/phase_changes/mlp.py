@@ -25,7 +25,7 @@ from plotly.subplots import make_subplots
 from mechgrok import runs
 from mechgrok.analysis import waves, weight_clusters
 from mechgrok.report.figures import GROKKED_TEST_ACCURACY, FigureOutput, first_epoch_reaching
-from mechgrok.sweeps import MANIFEST_FILE, read_manifest
+from mechgrok.sweeps import experiment_runs
 
 __all__ = ["MLP2_FIGURES", "POST_CLUSTER_SIZES", "mlp2_clusters", "figures"]
 
@@ -180,8 +180,4 @@ MLP2_FIGURES = {"mlp2_clusters": mlp2_clusters}
 def figures(out: Path, summary: dict[str, Any] | None = None) -> list[FigureOutput]:
     """The part's figures from the reproduction folder ``OUT`` (its runs in ``OUT/mlp2``, as
     :func:`mechgrok.reproduce.phase_changes.mlp.plan` names them); ``summary`` is not needed."""
-    folder = Path(out) / "mlp2"
-    if not (folder / MANIFEST_FILE).exists():
-        raise ValueError(f"{folder} holds no mlp2 experiment yet; run `mechgrok reproduce phase-changes --out {out}` first")
-    sweep = read_manifest(folder)
-    return [mlp2_clusters([folder / run.name for run in sweep.runs])]
+    return [mlp2_clusters(experiment_runs(out, "mlp2")[1])]

@@ -55,7 +55,8 @@ from mechgrok.analysis import phase_changes, progress, slingshots
 from mechgrok.config import Config
 from mechgrok.report.figures import first_epoch_reaching
 from mechgrok.report.phase_changes.mainline import MAINLINE_FIGURES, coinciding
-from mechgrok.sweeps import MANIFEST_FILE, Sweep, read_manifest
+from mechgrok import sweeps
+from mechgrok.sweeps import MANIFEST_FILE, Sweep
 
 __all__ = ["EXPERIMENTS", "POST", "SLINGSHOT_BATCH", "mainline_config", "plan", "experiment_runs", "run_readout",
            "slingshot_readout", "weight_decay_readout", "more_data_readout", "excluded_loss_readout", "summarise",
@@ -124,12 +125,7 @@ def experiment_runs(out: str | Path, name: str) -> tuple[Sweep, list[Path]]:
     """The sweep written to ``OUT/<name>`` and its run folders, or a ValueError saying what to run."""
     if name not in EXPERIMENTS:
         raise ValueError(f"{name!r} is not one of the mainline experiments {list(EXPERIMENTS)}")
-    folder = Path(out) / name
-    if not (folder / MANIFEST_FILE).exists():
-        raise ValueError(f"{folder} holds no {name} experiment yet; train it with "
-                         f"mechgrok.sweeps.run_sweep(plan()[{name!r}], {str(folder)!r}) first")
-    sweep = read_manifest(folder)
-    return sweep, [folder / run.name for run in sweep.runs]
+    return sweeps.experiment_runs(out, name)
 
 
 def _metrics(folder: Path):

@@ -54,7 +54,8 @@ from mechgrok.analysis import ablations, circuits, weight_clusters
 from mechgrok.config import Config
 from mechgrok.report.figures import GROKKED_TEST_ACCURACY
 from mechgrok.reproduce.pair_pipeline import run_curve
-from mechgrok.sweeps import MANIFEST_FILE, Sweep, read_manifest
+from mechgrok import sweeps
+from mechgrok.sweeps import Sweep
 
 __all__ = ["EXPERIMENTS", "SEEDS", "FULL_SEEDS", "DEFAULT_P", "FULL_P", "SPARSE_NEURONS", "POST", "mlp2_config", "plan", "summarise", "claims", "figures", "CLAIMS",
            "cluster_readout", "experiment_runs"]
@@ -125,12 +126,7 @@ def cluster_readout(folder: str | Path) -> dict[str, Any]:
 
 def experiment_runs(out: str | Path, name: str = "mlp2") -> tuple[Sweep, list[Path]]:
     """The sweep written to ``OUT/<name>`` and its run folders, or a ValueError saying what to run."""
-    folder = Path(out) / name
-    if not (folder / MANIFEST_FILE).exists():
-        raise ValueError(f"{folder} holds no {name} experiment yet; train it with "
-                         f"mechgrok.sweeps.run_sweep(plan()[{name!r}], {str(folder)!r}) first")
-    sweep = read_manifest(folder)
-    return sweep, [folder / run.name for run in sweep.runs]
+    return sweeps.experiment_runs(out, name)
 
 
 def summarise(out: str | Path) -> dict[str, Any]:
