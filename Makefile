@@ -1,7 +1,8 @@
 # Two commands set everything up on a fresh machine (each creates .venv if missing and installs):
 #   make test        run the test suite
 #   make reproduce   train (or reuse) the mainline, then measures, figures, runs/mainline/report.html
-# Also: make reproduce-pair (Pearce et al.'s explorable: runs/pair2023/report.html), make train (training only), make test-slow (long end-to-end checks), make bench, make lint.
+# Also: make reproduce-pair (Pearce et al.'s explorable: runs/pair2023/report.html), make reproduce-phase-changes
+# (Nanda's Alignment Forum post: runs/phase-changes/report.html), make train (training only), make test-slow (long end-to-end checks), make bench, make lint.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 # Torch threads for training (docs/training.md: 1 never collapses on a shared machine; 2 is ~1.7x faster on an idle one).
 THREADS ?= 1
 
-.PHONY: install test test-slow train reproduce reproduce-pair bench lint clean
+.PHONY: install test test-slow train reproduce reproduce-pair reproduce-phase-changes bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +36,10 @@ reproduce: $(STAMP)
 # Pearce et al.'s explorable: every experiment as a sweep on all CPUs, runs/pair2023/report.html
 reproduce-pair: $(STAMP)
 	$(BIN)/mechgrok reproduce pair2023
+
+# Nanda's Alignment Forum post: every experiment on all CPUs, runs/phase-changes/report.html
+reproduce-phase-changes: $(STAMP)
+	$(BIN)/mechgrok reproduce phase-changes
 
 bench: $(STAMP)
 	$(BIN)/python experiments/benchmarks/train_speed.py
