@@ -140,3 +140,18 @@ def test_every_task_figure_has_a_script_that_writes_it(reproduced, name, capsys)
 def test_every_phase_figure_has_one_owning_part():
     assert list(pipeline.FIGURE_PARTS) == list(PHASE_FIGURE_NAMES)
     assert set(pipeline.FIGURE_PARTS.values()) == set(pipeline.PARTS)
+
+
+def test_a_pool_of_workers_trains_the_same_bits_as_this_process(tmp_path):
+    from mechgrok.runs import load_run
+
+    plans = {"tasks": {name: PLANS["tasks"][name] for name in ("max_list", "addition")}}
+    pooled = pipeline.train_all(tmp_path / "pool", plans, executor="process", workers=2, threads=1)
+    inline = pipeline.train_all(tmp_path / "inline", plans, executor="inline", threads=1)
+    assert set(pooled) == set(inline) == {"max_list", "addition"}
+    assert all(t["cpu_s"] > 0 for t in inline.values())
+    for name in plans["tasks"]:
+        a, b = load_run(tmp_path / "pool" / name / "seed=0"), load_run(tmp_path / "inline" / name / "seed=0")
+        assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items()), name
+    with pytest.raises(ValueError, match="executor='ray' is not one of"):
+        pipeline.train_all(tmp_path / "x", plans, executor="ray")

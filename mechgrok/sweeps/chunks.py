@@ -39,7 +39,7 @@ from mechgrok.config import Config
 from mechgrok.sweeps.grid import SweepRun
 from mechgrok.sweeps.manifest import MANIFEST_FILE
 
-__all__ = ["MAX_MODELS_PER_TASK", "ChunkReport", "chunk_key", "plan_chunks", "train_chunk"]
+__all__ = ["MAX_MODELS_PER_TASK", "ChunkReport", "chunk_key", "die_with_parent", "plan_chunks", "train_chunk"]
 
 # At most this many runs per task by default: Pearce et al.'s sweep has 45 runs of one width and
 # train size (5 weight decays x 9 seeds), and batching 45 models was measured to help up to
@@ -146,12 +146,14 @@ def init_worker(parent_pid: int, pid_queue) -> None:
     the driver (Linux: a SIGKILLed driver leaves no worker training on), a stop flag for
     SIGINT between runs, and its pid sent to the driver."""
     os.setpgrp()
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, request_stop)
     pid_queue.put(os.getpid())
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere nothing), so a
+    killed driver leaves no worker training on; exit at once if the parent is gone already."""
     import ctypes
 
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mechgrok.sweeps import Sweep, run_sweep
+from mechgrok.sweeps.chunks import die_with_parent
 from mechgrok.sweeps.execute import usable_cpus
 
 __all__ = ["PARTS", "DEFAULT_OUT", "EXECUTORS", "plan", "train_all", "summarise", "claims", "build_figures",
@@ -112,7 +114,9 @@ def train_all(out: str | Path, plans: dict[str, dict[str, Sweep]], *, executor: 
             say(f"{name}: {len(sweep)} run(s) ready in {wall:.0f} s")
         return seconds
     n = min(workers or usable_cpus(), len(jobs))
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # workers die with this process (a SIGKILLed driver leaves no trainer holding a run folder)
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(_train_one, name, sweep, str(out / name), devices[name], threads) for name, sweep in jobs]
         for future in as_completed(futures):
             name, wall, cpu = future.result()
