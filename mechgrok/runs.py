@@ -156,7 +156,8 @@ def _metadata(kind: str, cfg: Config, epoch: int, extra: dict[str, str] | None =
 
 
 def state_tensors(model: torch.nn.Module) -> dict[str, Tensor]:
-    return {name: t.detach().contiguous() for name, t in model.state_dict().items() if not _is_buffer_name(name)}
+    """The weights a checkpoint holds, on the CPU (a CPU tensor is not copied)."""
+    return {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items() if not _is_buffer_name(name)}
 
 
 def _is_buffer_name(name: str) -> bool:

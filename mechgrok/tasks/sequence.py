@@ -115,7 +115,7 @@ class AdditionTask(SequenceTask):
         return tokens, answer
 
     def components(self, tokens, labels):
-        index = torch.arange(self.n_digits + 1).expand_as(labels)
+        index = torch.arange(self.n_digits + 1, device=labels.device).expand_as(labels)
         return torch.where(labels == IGNORE, IGNORE, index)
 
 

@@ -238,8 +238,9 @@ def _train(cfg: Config, out_dir: Path, data: RunData, dev: torch.device, progres
                 runs.save_checkpoint_once(runs.checkpoint_path(out_dir, epoch), model, cfg, split, epoch)
             runs.write_metrics(out_dir, rows)
             _write_components(out_dir, parts)
+            optimizer_state = {k: v.cpu() for k, v in optimizer_tensors(model, optimizer).items()}
             runs.save_checkpoint(out_dir / runs.RESUME_FILE, model, cfg, split, epoch,
-                                 optimizer_state=optimizer_tensors(model, optimizer), extra={"elapsed_s": repr(elapsed)})
+                                 optimizer_state=optimizer_state, extra={"elapsed_s": repr(elapsed)})
         except OSError as err:
             raise runs.write_error(err, out_dir, on_disk[0]) from err
         on_disk[0] = epoch
