@@ -258,30 +258,16 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
                 if log_row:
                     train_loss, train_correct = train_step.loss(model)
                 checked = minibatch_step(epoch) if not is_last else train_loss
-            elif is_last:
-                train_loss, train_correct = checked = train_step.loss(model)
             else:
-                train_loss, train_correct = checked = train_step.loss_and_grad(model, accuracy=log_row)
-            if isinstance(checked, tuple):
-                checked = checked[0]
+                train_loss, train_correct = (train_step.loss(model) if is_last
+                                             else train_step.loss_and_grad(model, accuracy=log_row))
+                checked = train_loss
             if not math.isfinite(float(checked)):
                 raise _diverged(cfg, epoch, f"the train loss is {float(checked)}", out_dir, on_disk[0])
             if log_row:
                 test_loss, test_correct = test_eval.loss(model)
-                row = {
-                    "epoch": epoch,
-                    "train_loss": float(train_loss),
-                    "train_acc": int(train_correct) / n_train,
-                    "test_loss": float(test_loss),
-                    "test_acc": int(test_correct) / n_test,
-                    "elapsed_s": time.perf_counter() - t0,
-                }
-                rows.append(row)
-                if on_eval is not None:
-                    on_eval(row)
-                if bar is not None:
-                    bar.set_postfix(train_loss=f"{row['train_loss']:.2e}", test_loss=f"{row['test_loss']:.2e}",
-                                    test_acc=f"{row['test_acc']:.3f}", refresh=False)
+                log_metrics_row(rows, epoch, float(train_loss), int(train_correct) / n_train, float(test_loss),
+                                int(test_correct) / n_test, time.perf_counter() - t0, on_eval, bar)
             if epoch % cfg.checkpoint_every == 0 or is_last:
                 save(epoch, time.perf_counter() - t0, weights=True)
             if is_last:
@@ -318,6 +304,21 @@ def _check_batch_size(cfg: Config, n_train: int) -> None:
             f"batch_size={cfg.batch_size} exceeds the {n_train} train pairs of p={cfg.p}, frac_train={cfg.frac_train}; "
             f"pass batch_size <= {n_train}, or batch_size=0 for full-batch steps"
         )
+
+
+def log_metrics_row(rows: list[dict], epoch: int, train_loss: float, train_acc: float, test_loss: float, test_acc: float,
+                    elapsed_s: float, on_eval: Callable[[dict], None] | None, bar) -> dict:
+    """Append one metrics row (``runs.METRIC_COLUMNS``) to ``rows``, hand it to ``on_eval`` and show
+    it on the progress bar (None: no bar); the trainers log every row through here."""
+    row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+           "test_acc": test_acc, "elapsed_s": elapsed_s}
+    rows.append(row)
+    if on_eval is not None:
+        on_eval(row)
+    if bar is not None:
+        bar.set_postfix(train_loss=f"{train_loss:.2e}", test_loss=f"{test_loss:.2e}", test_acc=f"{test_acc:.3f}",
+                        refresh=False)
+    return row
 
 
 def config_clash(saved: Config, asked: dict) -> dict[str, tuple]:

@@ -41,7 +41,7 @@ from mechgrok.config import Config
 from mechgrok.tasks.base import stream_generator
 from mechgrok.tasks.data import RunData, fresh_batch, run_data
 from mechgrok.tasks.sequence import IGNORE, SequenceTask
-from mechgrok.training.loop import TrainResult, _check_finite, _diverged, _existing_run, _stop_on_signals
+from mechgrok.training.loop import TrainResult, _check_finite, _diverged, _existing_run, _stop_on_signals, log_metrics_row
 from mechgrok.training.memory import check_fits
 from mechgrok.training.optim import load_optimizer_tensors, lr_at, make_optimizer, optimizer_tensors
 
@@ -276,22 +276,11 @@ def _train(cfg: Config, out_dir: Path, data: RunData, dev: torch.device, progres
                     test_logits = forward(test_x)
                     test_loss, test_correct, test_scored = sequence_loss(test_logits, test_y, cfg.loss_dtype)
                     test_parts = component_losses(test_logits, test_y, test_c, len(names), cfg.loss_dtype)
-                row = {
-                    "epoch": epoch,
-                    "train_loss": float(train_loss.detach()),
-                    "train_acc": int(correct) / max(int(scored), 1),
-                    "test_loss": float(test_loss),
-                    "test_acc": int(test_correct) / max(int(test_scored), 1),
-                    "elapsed_s": time.perf_counter() - t0,
-                }
-                rows.append(row)
                 parts.extend({"epoch": epoch, "component": name, "train_loss": float(a), "test_loss": float(b)}
                              for name, a, b in zip(names, train_parts.tolist(), test_parts.tolist()))
-                if on_eval is not None:
-                    on_eval(row)
-                if bar is not None:
-                    bar.set_postfix(train_loss=f"{row['train_loss']:.2e}", test_loss=f"{row['test_loss']:.2e}",
-                                    test_acc=f"{row['test_acc']:.3f}", refresh=False)
+                log_metrics_row(rows, epoch, float(train_loss.detach()), int(correct) / max(int(scored), 1),
+                                float(test_loss), int(test_correct) / max(int(test_scored), 1), time.perf_counter() - t0,
+                                on_eval, bar)
             if epoch % cfg.checkpoint_every == 0 or is_last:
                 save(epoch, time.perf_counter() - t0, weights=True)
             if is_last:

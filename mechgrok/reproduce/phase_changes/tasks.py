@@ -37,7 +37,7 @@ from mechgrok import runs
 from mechgrok.analysis import crossover, phase_changes
 from mechgrok.analysis.induction import score_curves
 from mechgrok.config import Config
-from mechgrok.sweeps import Sweep
+from mechgrok.sweeps import Sweep, experiment_runs
 from mechgrok.training.sequence import component_curves
 
 # The addition run's phase-change window: 5% of its steps, not the rule's default 10%, because the
@@ -152,11 +152,9 @@ def crossover_search(out: str | Path, base: Config, sizes: Sequence[int], train:
 
 
 # ----------------------------------------------------------------------------- what the runs show
-def _one_run(folder: Path) -> Path:
-    found = sorted(p.parent for p in Path(folder).glob("**/" + runs.CONFIG_FILE))
-    if not found:
-        raise ValueError(f"{folder} holds no run; train it first (mechgrok reproduce phase-changes)")
-    return found[0]
+def _one_run(out: Path, name: str) -> Path:
+    """The (first) run folder of the experiment ``name`` (its sweep's manifest says which)."""
+    return experiment_runs(out, name)[1][0]
 
 
 def _changes(curves: dict[str, tuple[np.ndarray, np.ndarray]], **rule) -> pd.DataFrame:
@@ -168,7 +166,7 @@ def summarise(out: str | Path) -> dict[str, Any]:
     out = Path(out)
     summary: dict[str, Any] = {}
     if (out / "addition").exists():
-        run_dir = _one_run(out / "addition")
+        run_dir = _one_run(out, "addition")
         cfg = runs.read_config(run_dir)
         table = _changes(component_curves(run_dir), window=ADDITION_WINDOW * cfg.epochs)
         found = table.dropna(subset=["step"])
@@ -180,7 +178,7 @@ def summarise(out: str | Path) -> dict[str, Any]:
             "final": _final(run_dir),
         }
     if (out / "max_list").exists():
-        run_dir = _one_run(out / "max_list")
+        run_dir = _one_run(out, "max_list")
         table = _changes(component_curves(run_dir))
         steps = table.step.dropna()
         summary["max_list"] = {
@@ -190,7 +188,7 @@ def summarise(out: str | Path) -> dict[str, Any]:
             "steps": runs.read_config(run_dir).epochs, "final": _final(run_dir),
         }
     if (out / "induction").exists():
-        run_dir = _one_run(out / "induction")
+        run_dir = _one_run(out, "induction")
         summary["induction"] = _induction_summary(run_dir)
     if (out / "crossover").exists():
         table = _regimes(out / "crossover")
