@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -54,13 +55,65 @@ class _Forward:
     K: Tensor  # [2p+1, head, d_head]
     V: Tensor  # [2p+1, head, d_head]
     A: Tensor  # [batch, head, 3]
-    Va: Tensor  # [batch, head, d_head]
-    Vb: Tensor
-    z: Tensor  # [batch, head*d_head]
-    resid_mid: Tensor
-    post: Tensor
+    Y: Tensor  # [2p+1, head, d_model]: each residual's value through W_O
+    table: Tensor  # [(2p+1)·head + 1, d_mlp + d_model]: [T | Y] rows, then the constant row
+    c_resid: Tensor  # [d_model]: b_O + the `=` residual
+    post: Tensor  # [batch, d_mlp] (a view into the bag's output)
     resid_post: Tensor
     logits: Tensor
+
+
+class _Bags:
+    """The fixed index structure of a batch's weighted sums of table rows.
+
+    Example n sums, for each head h, the row of its a (weight A[n, h, 0]) and of its b (weight
+    A[n, h, 1]): a "bag" of 2·head rows per example, an ``embedding_bag``. The rows every example
+    shares, `=`'s per head (weight A[n, h, 2]) and the constant row (weight 1), are one small GEMM
+    instead. The backward pass sums the other way, one bag per table row over the examples that
+    use it; ``by_row`` orders the (example, slot) pairs by row so that this sum is an
+    ``embedding_bag`` too, each row's sum taken in a fixed order (deterministic on any number of
+    threads)."""
+
+    def __init__(self, a: Tensor, b_row: Tensor, p: int, n_heads: int):
+        n, H = len(a), n_heads
+        heads = torch.arange(H)
+        rows = torch.cat([a[:, None] * H + heads, b_row[:, None] * H + heads], dim=1)  # [batch, 2·head]
+        self.n_bag_rows = 2 * p * H  # the a and b rows; then `=`'s head rows and the constant row
+        self.slots = rows.shape[1]
+        self.indices = rows.reshape(-1).contiguous()
+        self.offsets = torch.arange(0, n * self.slots, self.slots)
+        self.offset2bag = torch.arange(n).repeat_interleave(self.slots)
+        self.by_row = torch.argsort(self.indices, stable=True)
+        self.examples_by_row = (self.by_row // self.slots).contiguous()
+        counts = torch.bincount(self.indices, minlength=self.n_bag_rows)
+        self.row_offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)[:-1]])
+
+    def sum_rows(self, table: Tensor, A: Tensor) -> Tensor:
+        """[batch, width]: each example's sum of its table rows, weighted by A [batch, head, 3]."""
+        n = len(A)
+        weights = A[..., :2].permute(0, 2, 1).reshape(-1)  # slot order: a's heads, then b's
+        out = F.embedding_bag(self.indices, table[: self.n_bag_rows], self.offsets, mode="sum",
+                              per_sample_weights=weights)
+        shared = torch.cat([A[..., 2], A.new_ones(n, 1)], dim=1)  # [batch, head + 1]
+        return out.addmm_(shared, table[self.n_bag_rows:])
+
+    def sum_examples(self, grad: Tensor, A: Tensor) -> Tensor:
+        """[rows, width]: each table row's sum of the gradients of the examples that use it,
+        weighted as in :meth:`sum_rows`."""
+        n = len(A)
+        weights = A[..., :2].permute(0, 2, 1).reshape(-1)[self.by_row]
+        bag_rows = F.embedding_bag(self.examples_by_row, grad, self.row_offsets, mode="sum", per_sample_weights=weights)
+        shared = torch.cat([A[..., 2], A.new_ones(n, 1)], dim=1)
+        return torch.cat([bag_rows, shared.T @ grad])
+
+    def weight_grads(self, grad: Tensor, table: Tensor) -> Tensor:
+        """[batch, head, 3]: d loss / d A, the dot of each example's gradient with each of its rows."""
+        n = len(grad)
+        bag = torch.ops.aten._embedding_bag_per_sample_weights_backward(
+            grad, table[: self.n_bag_rows], self.indices, self.offsets, self.offset2bag, 0, -1)
+        H = self.slots // 2
+        shared = grad @ table[self.n_bag_rows : self.n_bag_rows + H].T  # [batch, head]
+        return torch.cat([bag.view(n, 2, H), shared[:, None]], dim=1).permute(0, 2, 1)
 
 
 class FastPath:
@@ -68,6 +121,16 @@ class FastPath:
 
     >>> step = FastPath(tokens, labels)            # e.g. the train split
     >>> loss, n_correct = step.loss_and_grad(model)  # writes param.grad
+
+    With no LayerNorm, everything before the MLP's ReLU is linear in the value vectors, and the
+    attention mixes only three residuals: the MLP pre-activation of an example is
+    ``Σ_h Σ_j A[h, j] · T[row_j, h] + c`` with ``T[r, h] = V[r, h] W_O[h] W_in``, tabulated once
+    per step over the 2p+1 distinct residuals (W_O and W_in folded into the tables), and the
+    attention output ``Σ A · Y`` with ``Y[r, h] = V[r, h] W_O[h]`` the same way. So the MLP's
+    input GEMM becomes a weighted sum of 13 table rows per example (``torch.nn.functional.
+    embedding_bag``), and the only GEMMs over the batch are W_out's and W_U's. The biases
+    b_in, b_out and b_O ride in a constant table row of weight 1, so their gradients come out of
+    the same sums.
     """
 
     def __init__(self, tokens: Int[Tensor, "batch 3"], labels: Int[Tensor, "batch"], loss_dtype: str | torch.dtype = "float64"):
@@ -88,12 +151,19 @@ class FastPath:
         # One-hot scatter matrices [p, batch]: deterministic sums over examples sharing a or b.
         self.scatter_a = torch.nn.functional.one_hot(self.a, self.p).T.float().contiguous()
         self.scatter_b = torch.nn.functional.one_hot(self.b, self.p).T.float().contiguous()
+        self._bags: dict[int, _Bags] = {}
+
+    def _bags_for(self, n_heads: int) -> _Bags:
+        if n_heads not in self._bags:
+            self._bags[n_heads] = _Bags(self.a, self.b_row, self.p, n_heads)
+        return self._bags[n_heads]
 
     # ------------------------------------------------------------------ forward
     def _forward(self, w: dict[str, Tensor]) -> _Forward:
         p = self.p
         W_E, W_pos = w["embed.W_E"], w["pos_embed.W_pos"]
         n_heads, d_model, d_head = w["blocks.0.attn.W_Q"].shape
+        d_mlp = w["blocks.0.mlp.W_in"].shape[1]
         E = torch.cat([W_E[:p] + W_pos[0], W_E[:p] + W_pos[1], (W_E[p] + W_pos[2])[None]])
         e_eq = E[2 * p]
         q = torch.einsum("d,hde->he", e_eq, w["blocks.0.attn.W_Q"]) + w["blocks.0.attn.b_Q"]
@@ -107,16 +177,24 @@ class FastPath:
         # softmax over the 3 keys, written out: torch.softmax is slow on a last axis of length 3
         A = (scores - scores.amax(-1, keepdim=True)).exp_()
         A = A.div_(A.sum(-1, keepdim=True))  # [batch, head, 3]
-        Va, Vb = V[self.a], V[self.b_row]
-        z = A[..., 0:1] * Va + A[..., 1:2] * Vb + A[..., 2:3] * V[2 * p]
-        z = z.reshape(self.n, n_heads * d_head)
-        W_O = w["blocks.0.attn.W_O"].reshape(n_heads * d_head, d_model)
-        resid_mid = z @ W_O + (w["blocks.0.attn.b_O"] + e_eq)
+
+        # the tables: Y = V W_O per head, T = Y W_in; row r·head + h, then the constant row
+        Y = torch.einsum("rhe,hed->rhd", V, w["blocks.0.attn.W_O"])  # [2p+1, head, d_model]
+        c_resid = w["blocks.0.attn.b_O"] + e_eq
+        W_in = w["blocks.0.mlp.W_in"]
+        table = torch.empty((2 * p + 1) * n_heads + 1, d_mlp + d_model)
+        table[:-1, :d_mlp] = Y.reshape(-1, d_model) @ W_in
+        table[:-1, d_mlp:] = Y.reshape(-1, d_model)
+        table[-1, :d_mlp] = torch.addmv(w["blocks.0.mlp.b_in"], W_in.T, c_resid)
+        table[-1, d_mlp:] = c_resid + w["blocks.0.mlp.b_out"]  # b_out rides here: resid_post = post W_out + this part
+
+        bags = self._bags_for(n_heads)
+        out = bags.sum_rows(table, A)  # [batch, d_mlp + d_model]
         # ReLU in place: the backward pass reads its mask off ``post`` (post > 0 iff pre > 0)
-        post = torch.addmm(w["blocks.0.mlp.b_in"], resid_mid, w["blocks.0.mlp.W_in"]).relu_()
-        resid_post = torch.addmm(w["blocks.0.mlp.b_out"], post, w["blocks.0.mlp.W_out"]) + resid_mid
+        post = out[:, :d_mlp].relu_()
+        resid_post = torch.addmm(out[:, d_mlp:], post, w["blocks.0.mlp.W_out"])
         logits = torch.addmm(w["unembed.b_U"], resid_post, w["unembed.W_U"])
-        return _Forward(E, q, K, V, A, Va, Vb, z, resid_mid, post, resid_post, logits)
+        return _Forward(E, q, K, V, A, Y, table, c_resid, post, resid_post, logits)
 
     def logits(self, model: torch.nn.Module) -> Float[Tensor, "batch d_vocab_out"]:
         """``model(tokens)[:, -1]``, computed on the last position only."""
@@ -153,6 +231,8 @@ class FastPath:
     def _backward(self, w: dict[str, Tensor], f: _Forward, logp: Tensor) -> dict[str, Tensor]:
         p, n = self.p, self.n
         n_heads, d_model, d_head = w["blocks.0.attn.W_Q"].shape
+        d_mlp = w["blocks.0.mlp.W_in"].shape[1]
+        bags = self._bags_for(n_heads)
         g: dict[str, Tensor] = {}
 
         # softmax cross-entropy in loss_dtype; the gradient goes back to float32 like autograd's cast
@@ -162,29 +242,33 @@ class FastPath:
 
         g["unembed.W_U"] = f.resid_post.T @ d_logits
         g["unembed.b_U"] = d_logits.sum(0)
-        d_resid_post = d_logits @ w["unembed.W_U"].T
-        g["blocks.0.mlp.b_out"] = d_resid_post.sum(0)
+        # d_out = [d pre | d resid_post]: the gradient of each example's bag sum
+        d_out = torch.empty(n, d_mlp + d_model)
+        d_out[:, d_mlp:] = d_logits @ w["unembed.W_U"].T
+        d_resid_post = d_out[:, d_mlp:]
         g["blocks.0.mlp.W_out"] = f.post.T @ d_resid_post
-        d_pre = torch.ops.aten.threshold_backward(d_resid_post @ w["blocks.0.mlp.W_out"].T, f.post, 0)
-        g["blocks.0.mlp.W_in"] = f.resid_mid.T @ d_pre
-        g["blocks.0.mlp.b_in"] = d_pre.sum(0)
-        d_resid_mid = torch.addmm(d_resid_post, d_pre, w["blocks.0.mlp.W_in"].T)
-        d_resid_mid_sum = d_resid_mid.sum(0)
-        g["blocks.0.attn.b_O"] = d_resid_mid_sum
+        torch.ops.aten.threshold_backward.grad_input(d_resid_post @ w["blocks.0.mlp.W_out"].T, f.post, 0,
+                                                     grad_input=d_out[:, :d_mlp])
 
-        W_O = w["blocks.0.attn.W_O"].reshape(n_heads * d_head, d_model)
-        g["blocks.0.attn.W_O"] = (f.z.T @ d_resid_mid).view(n_heads, d_head, d_model)
-        dz = (d_resid_mid @ W_O.T).view(n, n_heads, d_head)
+        # back into the table rows, and into the attention weights of each slot
+        d_table = bags.sum_examples(d_out, f.A)  # [rows, d_mlp + d_model]
+        dA = bags.weight_grads(d_out, f.table)  # [batch, head, 3]
 
-        # through the attention mix z = Σ_j A_j V_j
-        v_eq = f.V[2 * p]
-        dA = torch.stack([(dz * f.Va).sum(-1), (dz * f.Vb).sum(-1), (dz * v_eq).sum(-1)], dim=-1)
-        d_scores = f.A * (dA - (f.A * dA).sum(-1, keepdim=True))  # softmax backward
-        dV = torch.cat([
-            self.scatter_a @ (f.A[..., 0:1] * dz).view(n, -1),
-            self.scatter_b @ (f.A[..., 1:2] * dz).view(n, -1),
-            (f.A[..., 2:3] * dz).sum(0).view(1, -1),
-        ]).view(2 * p + 1, n_heads, d_head)
+        dT, dY_direct = d_table[:-1, :d_mlp], d_table[:-1, d_mlp:]
+        d_const_pre, d_const_resid = d_table[-1, :d_mlp], d_table[-1, d_mlp:]
+        W_in = w["blocks.0.mlp.W_in"]
+        Y = f.Y.reshape(-1, d_model)
+        g["blocks.0.mlp.b_in"] = d_const_pre.clone()
+        g["blocks.0.mlp.b_out"] = d_const_resid.clone()
+        g["blocks.0.mlp.W_in"] = torch.addr(Y.T @ dT, f.c_resid, d_const_pre)
+        dY = torch.addmm(dY_direct, dT, W_in.T).view(2 * p + 1, n_heads, d_model)
+        d_c_resid = torch.addmv(d_const_resid, W_in, d_const_pre)
+        g["blocks.0.attn.b_O"] = d_c_resid
+        g["blocks.0.attn.W_O"] = torch.einsum("rhe,rhd->hed", f.V, dY)
+        dV = torch.einsum("rhd,hed->rhe", dY, w["blocks.0.attn.W_O"])  # [2p+1, head, d_head]
+
+        # the softmax over the 3 keys
+        d_scores = f.A * (dA - (f.A * dA).sum(-1, keepdim=True))
         dS = torch.cat([
             self.scatter_a @ d_scores[..., 0],
             self.scatter_b @ d_scores[..., 1],
@@ -207,7 +291,7 @@ class FastPath:
         g["blocks.0.attn.W_Q"] = torch.einsum("d,he->hde", e_eq, dq)
         g["blocks.0.attn.b_Q"] = dq
         dE = dK_flat @ W_K.T + dV_flat @ W_V.T  # [2p+1, d_model]
-        d_eq = dE[2 * p] + d_resid_mid_sum + torch.einsum("he,hde->d", dq, w["blocks.0.attn.W_Q"])
+        d_eq = dE[2 * p] + d_c_resid + torch.einsum("he,hde->d", dq, w["blocks.0.attn.W_Q"])
 
         W_E = w["embed.W_E"]
         dW_E = torch.empty_like(W_E)

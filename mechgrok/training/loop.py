@@ -160,7 +160,7 @@ def train(
     if cfg.batch_size:  # before the lock, which creates the folder
         _check_batch_size(cfg, len(make_split(ModularTask(cfg.p, cfg.op).n_pairs, cfg.frac_train, cfg.seed).train))
     with runs.lock_run_folder(Path(out_dir)), speed.torch_threads(threads) as n, speed.tuned_malloc(tune_process), \
-            speed.fast_float32_matmul(tune_process):
+            speed.fast_float32_matmul(tune_process), speed.flushed_denormals(tune_process):
         result = _train(cfg, Path(out_dir), progress, on_eval, on_resume)
     result.threads = n
     return result

@@ -167,7 +167,8 @@ def train_sequence(
         raise ValueError(f"device={device!r} but torch sees no CUDA device here; pass device='cpu'")
     check_fits([cfg])
     with runs.lock_run_folder(Path(out_dir)), speed.torch_threads(threads) as n, speed.tuned_malloc(tune_process), \
-            speed.fast_float32_matmul(tune_process and dev.type == "cpu"):
+            speed.fast_float32_matmul(tune_process and dev.type == "cpu"), \
+            speed.flushed_denormals(tune_process and dev.type == "cpu"):
         result = _train(cfg, Path(out_dir), data, dev, progress, on_eval, on_resume)
     result.threads = n
     return result
