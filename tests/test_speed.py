@@ -54,3 +54,45 @@ def test_mechgrok_threads_overrides_the_default(monkeypatch):
     monkeypatch.setenv("MECHGROK_THREADS", "many")
     with pytest.raises(ValueError, match="MECHGROK_THREADS='many' must be an integer >= 1"):
         speed.default_threads()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_flushed_denormals_reach_every_thread_and_are_put_back(threads):
+    subnormal = torch.full((threads * 200_000,), 1e-39)  # below float32's smallest normal, 2**-126
+    with speed.torch_threads(threads):
+        assert not speed.flushes_denormals()
+        assert bool(((subnormal * 1.0) != 0).all())
+        with speed.flushed_denormals() as applied:
+            if applied:  # every thread of the team flushes: the whole parallel product is zero
+                assert speed.flushes_denormals()
+                assert bool(((subnormal * 1.0) == 0).all())
+                big = torch.full((512, 512), 1e-20)
+                assert bool(((big @ big) == 0).all())  # 1e-40 per term: the GEMM's threads flush too
+        assert not speed.flushes_denormals()
+        assert bool(((subnormal * 1.0) != 0).all())
+        with speed.flushed_denormals(enabled=False) as applied:
+            assert applied is False and not speed.flushes_denormals()
+
+
+def test_flush_denormals_is_applied_on_this_kind_of_machine():
+    # x86-64 Linux with torch's libgomp: the probe must find every thread flushing
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64") or not speed._openmp_library():
+        pytest.skip("flush-to-zero on every thread needs x86-64 and torch's libgomp")
+    with speed.torch_threads(2), speed.flushed_denormals() as applied:
+        assert applied
+
+
+def test_training_flushes_denormals_only_while_it_runs(tmp_path):
+    from mechgrok.config import Config
+    from mechgrok.training.loop import train
+
+    seen = []
+    train(Config(p=7, frac_train=0.5, epochs=3), tmp_path / "run", on_eval=lambda row: seen.append(speed.flushes_denormals()))
+    assert seen and all(seen)
+    assert not speed.flushes_denormals()
+    seen.clear()
+    train(Config(p=7, frac_train=0.5, epochs=3), tmp_path / "plain", tune_process=False,
+          on_eval=lambda row: seen.append(speed.flushes_denormals()))
+    assert seen and not any(seen)

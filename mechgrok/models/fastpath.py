@@ -76,17 +76,17 @@ class _Bags:
 
     def __init__(self, a: Tensor, b_row: Tensor, p: int, n_heads: int):
         n, H = len(a), n_heads
-        heads = torch.arange(H)
+        heads = torch.arange(H, device=a.device)
         rows = torch.cat([a[:, None] * H + heads, b_row[:, None] * H + heads], dim=1)  # [batch, 2·head]
         self.n_bag_rows = 2 * p * H  # the a and b rows; then `=`'s head rows and the constant row
         self.slots = rows.shape[1]
         self.indices = rows.reshape(-1).contiguous()
-        self.offsets = torch.arange(0, n * self.slots, self.slots)
-        self.offset2bag = torch.arange(n).repeat_interleave(self.slots)
+        self.offsets = torch.arange(0, n * self.slots, self.slots, device=a.device)
+        self.offset2bag = torch.arange(n, device=a.device).repeat_interleave(self.slots)
         self.by_row = torch.argsort(self.indices, stable=True)
         self.examples_by_row = (self.by_row // self.slots).contiguous()
         counts = torch.bincount(self.indices, minlength=self.n_bag_rows)
-        self.row_offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)[:-1]])
+        self.row_offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
 
     def sum_rows(self, table: Tensor, A: Tensor) -> Tensor:
         """[batch, width]: each example's sum of its table rows, weighted by A [batch, head, 3]."""
@@ -182,7 +182,7 @@ class FastPath:
         Y = torch.einsum("rhe,hed->rhd", V, w["blocks.0.attn.W_O"])  # [2p+1, head, d_model]
         c_resid = w["blocks.0.attn.b_O"] + e_eq
         W_in = w["blocks.0.mlp.W_in"]
-        table = torch.empty((2 * p + 1) * n_heads + 1, d_mlp + d_model)
+        table = E.new_empty((2 * p + 1) * n_heads + 1, d_mlp + d_model)
         table[:-1, :d_mlp] = Y.reshape(-1, d_model) @ W_in
         table[:-1, d_mlp:] = Y.reshape(-1, d_model)
         table[-1, :d_mlp] = torch.addmv(w["blocks.0.mlp.b_in"], W_in.T, c_resid)
@@ -237,13 +237,13 @@ class FastPath:
 
         # softmax cross-entropy in loss_dtype; the gradient goes back to float32 like autograd's cast
         probs = logp.exp()
-        probs[torch.arange(n), self.labels] -= 1
+        probs[torch.arange(n, device=probs.device), self.labels] -= 1
         d_logits = (probs / n).float()
 
         g["unembed.W_U"] = f.resid_post.T @ d_logits
         g["unembed.b_U"] = d_logits.sum(0)
         # d_out = [d pre | d resid_post]: the gradient of each example's bag sum
-        d_out = torch.empty(n, d_mlp + d_model)
+        d_out = d_logits.new_empty(n, d_mlp + d_model)
         d_out[:, d_mlp:] = d_logits @ w["unembed.W_U"].T
         d_resid_post = d_out[:, d_mlp:]
         g["blocks.0.mlp.W_out"] = f.post.T @ d_resid_post

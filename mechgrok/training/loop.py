@@ -40,6 +40,7 @@ from mechgrok.models.fastpath import check_supported
 from mechgrok.models.transformer import HookedTransformer
 from mechgrok.tasks.base import Split, make_split, stream_generator
 from mechgrok.tasks.modular import ModularTask
+from mechgrok.training.device import resolve_device, to_device
 from mechgrok.training.memory import check_fits
 from mechgrok.training.optim import load_optimizer_tensors, lr_at, make_optimizer, optimizer_tensors
 
@@ -129,7 +130,8 @@ def train(
     one (:func:`mechgrok.training.stack.train_stack`), into the same kind of run folder, on
     ``device`` ("cpu" or "cuda"). The sequence tasks' family (``sequence_transformer``) trains
     with :func:`mechgrok.training.sequence.train_sequence`, on either device. The transformer's
-    fast step runs on the CPU only.
+    fast step runs on either too: on "cuda" with TF32 off (float32 GEMMs stay exact), and
+    without the CPU-only process settings.
 
     One trainer at a time holds a run folder (:func:`mechgrok.runs.lock_run_folder`); a run
     that cannot fit in this machine's memory is refused before anything is written
@@ -153,23 +155,22 @@ def train(
             on_resume=None if on_resume is None else (lambda _run_dir, epoch: on_resume(epoch)), device=device,
         )
         return result
-    if str(device) != "cpu":
-        raise ValueError(f"device={device!r}: the {cfg.family} family's exact fast step runs on the CPU only; "
-                         "pass device='cpu' (the families without a fast step, e.g. family='mlp', train on cuda)")
+    dev = resolve_device(device)
     check_fits([cfg])
     if cfg.batch_size:  # before the lock, which creates the folder
         _check_batch_size(cfg, len(make_split(ModularTask(cfg.p, cfg.op).n_pairs, cfg.frac_train, cfg.seed).train))
     with runs.lock_run_folder(Path(out_dir)), speed.torch_threads(threads) as n, speed.tuned_malloc(tune_process), \
-            speed.fast_float32_matmul(tune_process), speed.flushed_denormals(tune_process):
-        result = _train(cfg, Path(out_dir), progress, on_eval, on_resume)
+            speed.fast_float32_matmul(tune_process and dev.type == "cpu"), \
+            speed.flushed_denormals(tune_process and dev.type == "cpu"):
+        result = _train(cfg, Path(out_dir), progress, on_eval, on_resume, dev)
     result.threads = n
     return result
 
 
 def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict], None] | None,
-           on_resume: Callable[[int], None] | None) -> TrainResult:
+           on_resume: Callable[[int], None] | None, dev: torch.device = torch.device("cpu")) -> TrainResult:
     task = ModularTask(cfg.p, cfg.op)
-    tokens, labels = task.tokens(), task.labels()
+    tokens, labels = task.tokens().to(dev), task.labels().to(dev)
     family = registry.family(cfg.family)
     fast_step = family.load_fast_step()  # a family without an exact fast step is refused here, by name
 
@@ -178,7 +179,7 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
     if resume is None:
         split = make_split(task.n_pairs, cfg.frac_train, cfg.seed)
         _check_batch_size(cfg, len(split.train))  # before anything is written
-        model = family.build(cfg)
+        model = to_device(family.build(cfg), dev)
         runs.attach(model, cfg, split)
         check_supported(model)
         optimizer = make_optimizer(model, cfg)
@@ -196,9 +197,9 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
                 f"epochs >= {ckpt.epoch} to go on, or read an earlier epoch with load_run({str(out_dir)!r}, epoch=...)"
             )
         split = ckpt.split
-        model = runs.model_from_state(cfg, ckpt.model_state, split)
+        model = to_device(runs.model_from_state(cfg, ckpt.model_state, split), dev)
         optimizer = make_optimizer(model, cfg)
-        load_optimizer_tensors(model, optimizer, ckpt.optimizer_state)
+        load_optimizer_tensors(model, optimizer, {name: t.to(dev) for name, t in ckpt.optimizer_state.items()})
         start, resumed_from = ckpt.epoch, ckpt.epoch
         elapsed0 = float(ckpt.metadata.get("elapsed_s", "0"))
         metrics = runs.read_metrics(out_dir)
@@ -214,13 +215,14 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
         if on_resume is not None:
             on_resume(start)
 
-    train_step = fast_step(tokens[split.train], labels[split.train], loss_dtype=cfg.loss_dtype)
-    test_eval = fast_step(tokens[split.test], labels[split.test], loss_dtype=cfg.loss_dtype)
+    train_rows, test_rows = split.train.to(dev), split.test.to(dev)
+    train_step = fast_step(tokens[train_rows], labels[train_rows], loss_dtype=cfg.loss_dtype)
+    test_eval = fast_step(tokens[test_rows], labels[test_rows], loss_dtype=cfg.loss_dtype)
     n_train, n_test = len(split.train), len(split.test)
 
     def minibatch_step(step: int):
         """One optimizer step's gradient on step ``step``'s minibatch (docstring of the module); its loss."""
-        rows = split.train[minibatch_indices(cfg.seed, step, n_train, cfg.batch_size)]
+        rows = train_rows[minibatch_indices(cfg.seed, step, n_train, cfg.batch_size).to(dev)]
         loss, _ = fast_step(tokens[rows], labels[rows], loss_dtype=cfg.loss_dtype).loss_and_grad(model, accuracy=False)
         return loss
 

@@ -42,6 +42,7 @@ from mechgrok.tasks.base import stream_generator
 from mechgrok.tasks.data import RunData, fresh_batch, run_data
 from mechgrok.tasks.sequence import IGNORE, SequenceTask
 from mechgrok.training.loop import TrainResult, _check_finite, _diverged, _existing_run, _stop_on_signals, log_metrics_row
+from mechgrok.training.device import resolve_device, to_device
 from mechgrok.training.memory import check_fits
 from mechgrok.training.optim import load_optimizer_tensors, lr_at, make_optimizer, optimizer_tensors
 
@@ -124,14 +125,6 @@ def _write_components(run_dir: Path, rows: list[dict]) -> None:
     runs.atomic_write_text(run_dir / COMPONENTS_FILE, buffer.getvalue())
 
 
-def _to(model: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
-    """The model on ``dev`` (HookedTransformer.to would print; a CPU model stays as it is)."""
-    if dev.type != "cpu":
-        torch.nn.Module.to(model, dev)
-        model.cfg.device = dev
-    return model
-
-
 def _check(cfg: Config, data: RunData) -> None:
     if registry.family(cfg.family).training != "sequence":
         raise ValueError(f"family={cfg.family!r} does not train with the sequence trainer; use mechgrok.train(cfg, out_dir)")
@@ -162,9 +155,7 @@ def train_sequence(
     :func:`mechgrok.train`'s. ``device`` may be "cpu" or "cuda" (TF32 stays off)."""
     data = run_data(cfg)
     _check(cfg, data)
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but torch sees no CUDA device here; pass device='cpu'")
+    dev = resolve_device(device)
     check_fits([cfg])
     with runs.lock_run_folder(Path(out_dir)), speed.torch_threads(threads) as n, speed.tuned_malloc(tune_process), \
             speed.fast_float32_matmul(tune_process and dev.type == "cpu"), \
@@ -186,7 +177,7 @@ def _train(cfg: Config, out_dir: Path, data: RunData, dev: torch.device, progres
         split = data.split
         model = family.build(cfg)
         runs.attach(model, cfg, split)
-        _to(model, dev)
+        to_device(model, dev)
         optimizer = make_optimizer(model, cfg)
         try:
             runs.write_config(out_dir, cfg)
@@ -201,7 +192,7 @@ def _train(cfg: Config, out_dir: Path, data: RunData, dev: torch.device, progres
                 f"epochs >= {resume.epoch} to go on, or read an earlier epoch with load_run({str(out_dir)!r}, epoch=...)"
             )
         split = resume.split
-        model = _to(runs.model_from_state(cfg, resume.model_state, split), dev)
+        model = to_device(runs.model_from_state(cfg, resume.model_state, split), dev)
         optimizer = make_optimizer(model, cfg)
         load_optimizer_tensors(model, optimizer, {k: v.to(dev) for k, v in resume.optimizer_state.items()})
         start = resumed_from = resume.epoch

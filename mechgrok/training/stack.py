@@ -56,6 +56,7 @@ from mechgrok.scoring import loss_dtype as torch_loss_dtype
 from mechgrok.tasks.base import Split
 from mechgrok.tasks.data import run_data
 from mechgrok.training.loop import TrainResult, _check_finite, _existing_run, _stop_on_signals
+from mechgrok.training.device import resolve_device
 from mechgrok.training.memory import check_fits
 from mechgrok.training.optim import lr_at, trainable
 
@@ -87,22 +88,6 @@ class StackResult(TrainResult):
 
     stack_size: int = 1  # models in the stack it trained in (0: skipped, already finished)
     chunk_size: int = 1  # models per batched step (0: not trained by this call)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device`` that this torch can train on, or a ``ValueError`` with the fix."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device={device!r} is not a torch device; pass device='cpu' or device='cuda'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r}: CUDA is not available in this torch ({torch.__version__}, "
-            "torch.cuda.is_available() is False); pass --device cpu (device='cpu')"
-        )
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device={device!r} is not supported by the stacked trainer; pass device='cpu' or device='cuda'")
-    return dev
 
 
 # --------------------------------------------------------------------------- the optimiser

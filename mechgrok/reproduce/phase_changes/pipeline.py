@@ -71,13 +71,6 @@ def _cost(sweep: Sweep) -> float:
     return total
 
 
-def _device_for(sweep: Sweep, device: str) -> str:
-    """``device``, or "cpu" for a sweep of a family trained by the CPU-only fast step."""
-    from mechgrok import registry
-
-    return "cpu" if any(registry.family(c.family).training == "fast" for c in sweep.configs) else device
-
-
 def _train_one(name: str, sweep: Sweep, folder: str, device: str, threads: int | None) -> tuple[str, float, float]:
     """Train one experiment in this process (a pool worker, or inline): (name, wall s, CPU s of this process)."""
     t0, c0 = time.perf_counter(), time.process_time()
@@ -100,16 +93,11 @@ def train_all(out: str | Path, plans: dict[str, dict[str, Sweep]], *, executor: 
         raise ValueError(f"executor={executor!r} is not one of {list(EXECUTORS)}; pass e.g. executor='process'")
     say = on_step or (lambda message: None)
     jobs = sorted(((e, s) for sweeps in plans.values() for e, s in sweeps.items()), key=lambda job: -_cost(job[1]))
-    devices = {name: _device_for(sweep, device) for name, sweep in jobs}
-    on_cpu = [name for name, d in devices.items() if d != device]
-    if on_cpu:
-        say(f"{', '.join(on_cpu)}: the mainline transformer's exact fast step runs on the CPU only, so "
-            f"{'it trains' if len(on_cpu) == 1 else 'they train'} there; the rest on {device}")
     out = Path(out)
     seconds: dict[str, dict[str, float]] = {}
     if executor == "inline" or (workers or usable_cpus()) == 1:
         for name, sweep in jobs:
-            _, wall, cpu = _train_one(name, sweep, str(out / name), devices[name], threads)
+            _, wall, cpu = _train_one(name, sweep, str(out / name), device, threads)
             seconds[name] = {"wall_s": wall, "cpu_s": cpu}
             say(f"{name}: {len(sweep)} run(s) ready in {wall:.0f} s")
         return seconds
@@ -117,7 +105,7 @@ def train_all(out: str | Path, plans: dict[str, dict[str, Sweep]], *, executor: 
     # workers die with this process (a SIGKILLed driver leaves no trainer holding a run folder)
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent,
                              initargs=(os.getpid(),)) as pool:
-        futures = [pool.submit(_train_one, name, sweep, str(out / name), devices[name], threads) for name, sweep in jobs]
+        futures = [pool.submit(_train_one, name, sweep, str(out / name), device, threads) for name, sweep in jobs]
         for future in as_completed(futures):
             name, wall, cpu = future.result()
             seconds[name] = {"wall_s": wall, "cpu_s": cpu}
