@@ -260,6 +260,7 @@ def compute_measures(
     dtype: torch.dtype = torch.float32,
     fast_matmul: bool = True,
     tune_malloc: bool = True,
+    flush_denormals: bool = True,
 ) -> tuple[pd.DataFrame, list[int]]:
     """Every measure at every saved checkpoint (or at ``epochs``) of a run folder; no caching.
 
@@ -270,6 +271,8 @@ def compute_measures(
     accuracy (``mechgrok.speed``); the previous setting is restored afterwards.
     ``tune_malloc`` applies ``speed.tuned_malloc`` within this call (as the trainer does): without
     it glibc page-faults every large temporary back in, and the forward pass is about twice as slow.
+    ``flush_denormals`` flushes subnormal floats to zero within this call, as the trainer does
+    (``speed.flushed_denormals``): a late checkpoint's many subnormal weights are slow on some CPUs.
     Returns (table, key frequencies).
     """
     run_dir = Path(run_dir)
@@ -298,7 +301,8 @@ def compute_measures(
     if dtype != torch.float32:
         model = model.to(dtype)
     rows = []
-    with torch.no_grad(), speed.tuned_malloc(tune_malloc), speed.fast_float32_matmul(fast_matmul and dtype == torch.float32):
+    with torch.no_grad(), speed.tuned_malloc(tune_malloc), speed.fast_float32_matmul(fast_matmul and dtype == torch.float32), \
+            speed.flushed_denormals(flush_denormals):
         for epoch in epochs:
             state = runs.read_checkpoint_file(runs.checkpoint_path(run_dir, epoch)).model_state
             model.load_state_dict(state, strict=False)
