@@ -60,7 +60,7 @@ from mechgrok.training.memory import check_fits
 from mechgrok.training.optim import lr_at, trainable
 
 __all__ = ["PER_MODEL_FIELDS", "StackResult", "StackedAdamW", "stack_key", "train_stack", "probe_chunk_size",
-           "probe_times", "resolve_device"]
+           "probe_times", "resolve_device", "kernel_of"]
 
 # Fields that may differ between the models of one stack: each model gets its own value
 # (per-model optimiser coefficients, its own data, its own mask).
@@ -497,6 +497,13 @@ KERNELS: dict[str, type] = {
 }
 
 
+def kernel_of(family: str) -> type:
+    """The step that trains ``family`` in a stack: its own ``stacked_step`` (the transformer's
+    :class:`~mechgrok.models.stacked_fastpath.StackedFastPath`), else a hand-written one here
+    (``KERNELS``), else :class:`_Generic`."""
+    return registry.family(family).load_stacked_step() or KERNELS.get(family, _Generic)
+
+
 class _Chunk:
     """Models trained by one batched step: their stacked weights, optimiser state and rows."""
 
@@ -530,7 +537,7 @@ class _Chunk:
                 raise ValueError(f"resume files of epoch {start} hold optimizer steps {sorted(steps)}; they are damaged")
         self.optimizer = StackedAdamW(self.params, [m.cfg for m in members], step=start, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
         scale = cfg.d_vocab_out if cfg.loss_scale == "per_output" else 1
-        kernel = kernel or KERNELS.get(cfg.family, _Generic)
+        kernel = kernel or kernel_of(cfg.family)
         self.kernel = kernel(members[0].model, dtype, scale)
         data = [run_data(m.cfg) for m in members]
         # every model's rows padded to the chunk's longest (members of a stack are sorted by size,
@@ -708,10 +715,10 @@ def train_stack(
     for cfg in cfgs:
         if not isinstance(cfg, Config):
             raise ValueError(f"cfgs must be mechgrok Configs, not {type(cfg).__name__}")
-        if registry.family(cfg.family).training != "stack":
+        if not registry.family(cfg.family).stackable:
             raise ValueError(
-                f"family={cfg.family!r} trains with the {registry.family(cfg.family).training} trainer; train it with "
-                "mechgrok.train(cfg, out_dir), not the stacked trainer"
+                f"family={cfg.family!r} trains with the {registry.family(cfg.family).training} trainer and declares no "
+                "stacked step; train it with mechgrok.train(cfg, out_dir), not the stacked trainer"
             )
         if cfg.batch_size != 0:
             raise ValueError(
