@@ -60,7 +60,7 @@ from mechgrok.training.memory import check_fits
 from mechgrok.training.optim import lr_at, trainable
 
 __all__ = ["PER_MODEL_FIELDS", "StackResult", "StackedAdamW", "stack_key", "train_stack", "probe_chunk_size",
-           "probe_times", "resolve_device", "kernel_of"]
+           "probe_times", "resolve_device", "kernel_of", "matmul_precision"]
 
 # Fields that may differ between the models of one stack: each model gets its own value
 # (per-model optimiser coefficients, its own data, its own mask).
@@ -661,7 +661,7 @@ def _sizes(cfg: Config) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- the trainer
 @contextmanager
-def _matmul_precision(device: torch.device, tune: bool) -> Iterator[None]:
+def matmul_precision(device: torch.device, tune: bool) -> Iterator[None]:
     """CPU: mechgrok.speed's oneDNN GEMMs (kept only where they keep float32 accuracy). CUDA:
     TF32 off, so a float32 run is float32 on every device."""
     if device.type != "cuda":
@@ -733,7 +733,7 @@ def train_stack(
         if out_dir.exists():
             _check_folder(cfg, out_dir)
     with contextlib.ExitStack() as locks, speed.torch_threads(threads) as n_threads, \
-            speed.tuned_malloc(tune_process and dev.type == "cpu"), _matmul_precision(dev, tune_process):
+            speed.tuned_malloc(tune_process and dev.type == "cpu"), matmul_precision(dev, tune_process):
         for out_dir in out_dirs:  # every folder is this call's alone until it returns (checked again, held)
             locks.enter_context(runs.lock_run_folder(out_dir))
             runs.clear_unfinished_writes(out_dir)
