@@ -4,7 +4,9 @@ A sweep trains hundreds of small models that differ only in seed, learning rate,
 or train-set size. Training them one at a time leaves a CPU core mostly waiting on Python and
 on tiny GEMMs; stacking them (every weight gets a leading ``model`` axis) turns many small
 steps into a few batched ones. ``train_stack(cfgs, out_dirs)`` does that for every family
-without an exact fast step (Pearce et al.'s MLPs, the circle, the sparse-parity MLP), and
+without an exact fast step (Pearce et al.'s MLPs, the circle, the sparse-parity MLP), and for
+a family that declares a stacked step (``ModelFamily.stacked_step``: the transformer's
+:class:`~mechgrok.models.stacked_fastpath.StackedFastPath`, many seeds at once on a GPU), and
 writes each model into its own ordinary run folder, so ``mechgrok.load_run`` reads it like
 any other run.
 
@@ -18,7 +20,8 @@ any other run.
   (:class:`_Parity`; :class:`_Modular` for the modular MLPs and the circle), 2-8x faster on
   this project's CPUs than the generic step, :class:`_Generic`: ``vmap(grad_and_value)`` of a
   ``functional_call`` of the family's own model, which trains any other family and against
-  which the tests pin the hand-written ones. The optimiser is AdamW written over the stacked
+  which the tests pin the hand-written ones. A family's own ``stacked_step`` comes first
+  (:func:`kernel_of`). The optimiser is AdamW written over the stacked
   tensors (:class:`StackedAdamW`), with per-model lr and decay, ``torch.optim.AdamW``'s formula.
 * **Chunks.** A stack runs in chunks of models; how many models one batched step should hold
   depends on the width (past a point the activations fall out of cache and batching is slower
