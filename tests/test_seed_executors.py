@@ -118,3 +118,19 @@ def test_the_progress_measures_on_a_device_come_back_on_the_cpu(tmp_path):
     with pytest.raises(ValueError, match="device='tpu'"):
         progress.compute_measures(run, epochs=epochs, device="tpu")
     assert figures.RunAnalysis(run, device="cpu").acts.logits.device.type == "cpu"
+
+
+def test_summary_json_records_the_executor(tmp_path):
+    import json
+    import shutil
+
+    from _tiny_run import TINY
+
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run(), out)
+    said = []
+    result = pipeline.reproduce(out, config=TINY, seeds=1, parallel=1, on_step=said.append)
+    training = json.loads(result.summary_path.read_text())["training"]
+    assert training == result.summary["training"]
+    assert training["executor"] == "sequential" and training["seeds_to_train"] == 0 and training["device"] == "cpu"
+    assert "parallel=1 asked" in training["reason"] and any("reused the finished run" in m for m in said)
