@@ -299,7 +299,7 @@ def _reproduce_dir(cfg: Config) -> Path:
 
 
 _WORKS = ("nanda2023", "pair2023", "phase-changes")
-_PAIR_FLAGS = {"full": False, "executor": "process", "workers": None, "device": "cpu"}
+_PAIR_FLAGS = {"full": False, "executor": "process", "workers": None}
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -325,7 +325,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     try:
         result = reproduce(str(out), config=cfg, epochs=cfg.epochs, seeds=args.seeds, parallel=args.parallel,
-                           threads=args.threads, progress_bar=not args.no_progress and args.parallel == 1,
+                           threads=args.threads, device=args.device, progress_bar=not args.no_progress,
                            on_step=lambda message: print(f"[reproduce] {message}", flush=True))
     except KeyboardInterrupt as err:
         # the trainer wrote a resume checkpoint; the message says where it stopped, once
@@ -354,7 +354,7 @@ def _apply(flags: list[str]) -> str:
 
 def _nanda_only_flags(args: argparse.Namespace, work: str, doc: str) -> None:
     config_flags = [_flag(name) for name in _given_config(args)]
-    other = [flag for flag, on in (("--paper", args.paper), ("--seeds", args.seeds != 1), ("--parallel", args.parallel != 1))
+    other = [flag for flag, on in (("--paper", args.paper), ("--seeds", args.seeds != 1), ("--parallel", args.parallel is not None))
              if on]
     if config_flags or other:
         flags = config_flags + other
@@ -516,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "or reuse it, progress measures, every figure, the ablation table) or pair2023 (Pearce et "
                            "al.'s explorable: every experiment as a sweep); writes report.html + summary.json",
                            usage="%(prog)s [nanda2023] [config flags] [--out RUN] [--paper] [--seeds S] [--parallel J] "
-                           "[--threads N] [--no-progress]\n       %(prog)s pair2023|phase-changes [--full] [--digits N] "
+                           "[--device D] [--threads N] [--no-progress]\n       %(prog)s pair2023|phase-changes [--full] [--digits N] "
                            "[--out DIR] [--executor E] [--workers W] [--device D] [--threads N]",
                            description="nanda2023 takes every config flag of `mechgrok train`; on an existing "
                            "run folder its saved config is used and the given flags override it. pair2023 runs the "
@@ -530,9 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep.add_argument("--paper", action="store_true", help=f"train the paper's full {PAPER_EPOCHS:,} epochs")
     p_rep.add_argument("--seeds", type=_number("--seeds", int, 1, minimum=1), default=1,
                        help="seeds to train, one after another (default: 1); Fig. 2 shades the spread")
-    p_rep.add_argument("--parallel", type=_number("--parallel", int, 1, minimum=1), default=1,
-                       help="train this many seeds at once in separate processes, each on --threads threads "
-                       "(default: 1; on 2 cores, 2 single-thread processes give ~1.2x the throughput of one)")
+    p_rep.add_argument("--parallel", type=_number("--parallel", int, 1, minimum=1), default=None,
+                       help="train this many seeds at once in separate processes, each on --threads threads; 1: one "
+                       "after another (default: one process per usable core, since 2 single-thread processes give "
+                       "~1.2x the throughput of one 2-thread process; with --device cuda all seeds train in one stack)")
+    p_rep.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda. nanda2023: every seed "
+                       "trains in one stacked program on the GPU (TF32 off) and the progress measures run there; "
+                       "pair2023 and phase-changes: their trainers")
     p_rep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     pair = p_rep.add_argument_group("pair2023 and phase-changes only")
     pair.add_argument("--full", action="store_true", help="pair2023: train the whole 1,125-model regime sweep (about 3 h "
@@ -543,7 +547,6 @@ def build_parser() -> argparse.ArgumentParser:
                       "(pip install 'mechgrok[ray]'; RAY_ADDRESS picks the cluster)")
     pair.add_argument("--workers", type=_number("--workers", int, 2, minimum=1), default=None,
                       help="parallel training tasks (default: the CPUs this process may use)")
-    pair.add_argument("--device", default="cpu", help="torch device of the trainers: cpu (default) or cuda")
     pair.add_argument("--digits", type=_number("--digits", int, 5, minimum=1), default=None,
                       help="phase-changes only: digits of the addition experiment (default: 5; the post: 15-digit "
                       "addition shows 16 phase changes)")

@@ -194,7 +194,8 @@ def test_a_multi_seed_reproduction_killed_anywhere_resumes_and_keeps_finished_se
     monkeypatch.undo()
     finished = {d: files_of(d) for _, cfg, d in seed_jobs(out)
                 if (d / runs.RESUME_FILE).exists() and runs.read_checkpoint_file(d / runs.RESUME_FILE).epoch == cfg.epochs}
-    trained = _train_seeds(seed_jobs(out), 1, False, lambda message: None, 1)
+    trained, plan = _train_seeds(seed_jobs(out), 1, False, lambda message: None, 1)
+    assert plan.executor == "sequential"  # parallel=1 asked
     for (seed, _, d), (_, _, ref) in zip(seed_jobs(out), seed_jobs(reference)):
         assert_same_run(d, ref)
         if d in finished:

@@ -261,6 +261,7 @@ def compute_measures(
     fast_matmul: bool = True,
     tune_malloc: bool = True,
     flush_denormals: bool = True,
+    device: str | torch.device = "cpu",
 ) -> tuple[pd.DataFrame, list[int]]:
     """Every measure at every saved checkpoint (or at ``epochs``) of a run folder; no caching.
 
@@ -273,8 +274,14 @@ def compute_measures(
     it glibc page-faults every large temporary back in, and the forward pass is about twice as slow.
     ``flush_denormals`` flushes subnormal floats to zero within this call, as the trainer does
     (``speed.flushed_denormals``): a late checkpoint's many subnormal weights are slow on some CPUs.
+    ``device`` ("cpu" or "cuda") runs each checkpoint's forward pass over the p² inputs there
+    (float32 GEMMs exact: no TF32); the logits come back to the CPU, where the float64 measures
+    are taken, so the table is the same on either device up to the forward's rounding.
     Returns (table, key frequencies).
     """
+    from mechgrok.training.stack import matmul_precision, resolve_device  # a device this torch lacks: the fix
+
+    dev = resolve_device(device)
     run_dir = Path(run_dir)
     if not (run_dir / runs.CONFIG_FILE).exists():
         raise ValueError(f"{run_dir} is not a mechgrok run folder (no {runs.CONFIG_FILE}); train one with `mechgrok train --out {run_dir}`")
@@ -296,18 +303,19 @@ def compute_measures(
         key_freqs = final_key_frequencies(run_dir, rule)
     split = runs.read_split(run_dir)
     measurer = LogitMeasurer(task, split, key_freqs)
-    forward = FastPath(task.tokens(), task.labels())
-    model = build_model(cfg)  # one model; each checkpoint's weights are copied in
+    forward = FastPath(task.tokens().to(dev), task.labels().to(dev))
+    model = build_model(cfg).to(dev)  # one model; each checkpoint's weights are copied in
     if dtype != torch.float32:
         model = model.to(dtype)
     rows = []
-    with torch.no_grad(), speed.tuned_malloc(tune_malloc), speed.fast_float32_matmul(fast_matmul and dtype == torch.float32), \
-            speed.flushed_denormals(flush_denormals):
+    with torch.no_grad(), speed.tuned_malloc(tune_malloc and dev.type == "cpu"), \
+            matmul_precision(dev, fast_matmul and dtype == torch.float32), \
+            speed.flushed_denormals(flush_denormals and dev.type == "cpu"):
         for epoch in epochs:
             state = runs.read_checkpoint_file(runs.checkpoint_path(run_dir, epoch)).model_state
             model.load_state_dict(state, strict=False)
             row: dict[str, Any] = {"epoch": epoch}
-            row.update(measurer(forward.logits(model)))
+            row.update(measurer(forward.logits(model).cpu()))
             row.update(_weight_measures(state, cfg.p))
             rows.append(row)
     return pd.DataFrame(rows), list(measurer.key_freqs)
@@ -357,9 +365,13 @@ class Progress:
 
 
 def load_progress(
-    run_dir: str | Path, *, rule: str = circuits.DEFAULT_KEY_FREQUENCY_RULE, recompute: bool = False
+    run_dir: str | Path, *, rule: str = circuits.DEFAULT_KEY_FREQUENCY_RULE, recompute: bool = False,
+    device: str | torch.device = "cpu",
 ) -> Progress:
     """The run's measures from ``progress.csv``, recomputed (and rewritten) if missing or stale.
+
+    ``device`` is where a recomputation runs its forward passes (:func:`compute_measures`); the
+    table is on the CPU either way.
 
     >>> prog = load_progress("runs/mainline")
     >>> prog.measures[["epoch", "restricted_loss", "excluded_loss"]], prog.phases.boundaries
@@ -371,7 +383,7 @@ def load_progress(
     if recomputed:
         fingerprint = _fingerprint(run_dir)
         t0 = time.perf_counter()
-        measures, key = compute_measures(run_dir, rule=rule, epochs=[e for e, _, _ in fingerprint])
+        measures, key = compute_measures(run_dir, rule=rule, epochs=[e for e, _, _ in fingerprint], device=device)
         seconds = time.perf_counter() - t0
         buffer = io.StringIO()
         measures.to_csv(buffer, index=False, float_format="%.17g")

@@ -39,6 +39,11 @@ class ModelFamily:
       the fast step), ``"stack"`` (:func:`mechgrok.training.stack.train_stack`, many models at
       once) or ``"sequence"`` (:mod:`mechgrok.training.sequence`, a plain forward and autograd
       over any loss positions). None: ``"fast"`` with a fast step, else ``"stack"``.
+    * ``stacked_step``: ``"module:Class"`` of a step over stacked weights (the interface of
+      :class:`mechgrok.models.stacked_fastpath.StackedFastPath`) with which
+      :func:`mechgrok.training.stack.train_stack` also trains a family whose own trainer is
+      another (the transformer's: many seeds at once on a GPU), or None. A single run still
+      uses ``trainer``; the stack is asked for by calling ``train_stack``.
     """
 
     name: str
@@ -52,6 +57,7 @@ class ModelFamily:
     description: str = ""
     neuron_logit_map: Callable[[Any], Any] | None = None
     trainer: str | None = None
+    stacked_step: str | None = None
 
     @property
     def training(self) -> str:
@@ -63,6 +69,18 @@ class ModelFamily:
         if self.fast_step is None:
             raise ValueError(f"the {self.name} family has no exact fast step; train it with the generic loop")
         module, _, name = self.fast_step.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    @property
+    def stackable(self) -> bool:
+        """Whether :func:`mechgrok.training.stack.train_stack` trains this family."""
+        return self.training == "stack" or self.stacked_step is not None
+
+    def load_stacked_step(self) -> type | None:
+        """The stacked-step class (imported on first use), or None if the family declares none."""
+        if self.stacked_step is None:
+            return None
+        module, _, name = self.stacked_step.partition(":")
         return getattr(importlib.import_module(module), name)
 
     def site(self, name: str) -> Site:

@@ -119,6 +119,7 @@ FAMILY = ModelFamily(
     parameter_names=PARAMETER_NAMES,
     buffer_names=BUFFER_NAMES,
     fast_step="mechgrok.models.fastpath:FastPath",
+    stacked_step="mechgrok.models.stacked_fastpath:StackedFastPath",
     neuron_logit_map=lambda model: model.blocks[0].mlp.W_out @ model.W_U,
     description="Nanda et al.'s 1-layer ReLU transformer without LayerNorm, on [a, b, =]",
 )

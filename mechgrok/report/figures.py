@@ -177,7 +177,11 @@ def _paper(text: str) -> str:
 class RunAnalysis:
     """Everything the figures read from one run, loaded once on first use."""
 
-    def __init__(self, run_dir: str | Path, *, rule: str = circuits.DEFAULT_KEY_FREQUENCY_RULE, threshold: float = 0.85):
+    def __init__(self, run_dir: str | Path, *, rule: str = circuits.DEFAULT_KEY_FREQUENCY_RULE, threshold: float = 0.85,
+                 device: str = "cpu"):
+        from mechgrok.training.stack import resolve_device  # a device this torch lacks: refused with the fix
+
+        self.device = resolve_device(device)  # where the forward passes over the p² inputs run; results are on the CPU
         self.run_dir = Path(run_dir)
         if not (self.run_dir / runs.CONFIG_FILE).exists():
             raise ValueError(f"{self.run_dir} is not a mechgrok run folder (no {runs.CONFIG_FILE}); "
@@ -202,7 +206,13 @@ class RunAnalysis:
 
     @cached_property
     def acts(self) -> circuits.GridActivations:
-        return circuits.gather_activations(self.run.model)
+        model = self.run.model
+        if self.device.type == "cpu":
+            return circuits.gather_activations(model)
+        try:  # gather_activations runs on the model's device and hands back CPU tensors
+            return circuits.gather_activations(model.to(self.device))
+        finally:
+            model.to("cpu")
 
     @cached_property
     def key_frequencies(self) -> list[int]:
@@ -214,7 +224,7 @@ class RunAnalysis:
 
     @cached_property
     def progress(self) -> progress.Progress:
-        return progress.load_progress(self.run_dir, rule=self.rule)
+        return progress.load_progress(self.run_dir, rule=self.rule, device=self.device)
 
     @cached_property
     def score(self) -> ablations.AblationResult:

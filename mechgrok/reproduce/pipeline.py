@@ -1,9 +1,10 @@
 """The whole reproduction in one call: what ``mechgrok reproduce`` and ``make reproduce`` run.
 
 1. Train the run's config (default ``Config()``, the paper's p=113 mainline, docs/training.md;
-   any p, fraction, seed, operation or loss precision works the same) for each seed (one after
-   another, or ``parallel`` at once in separate processes), or reuse a run that already reached
-   the asked epochs. Seed ``s0`` (the config's seed) lives in ``OUT/``; further seeds in
+   any p, fraction, seed, operation or loss precision works the same) for each seed, or reuse a
+   run that already reached the asked epochs. The executor fits the machine (:func:`plan_training`):
+   all seeds in one stacked program on a GPU, else independent single-thread processes, one per
+   usable core. Seed ``s0`` (the config's seed) lives in ``OUT/``; further seeds in
    ``OUT/seeds/seed_<s>/``.
 2. Compute the progress measures and phase boundaries of every seed (:mod:`mechgrok.analysis.progress`).
 3. Build every figure of :data:`mechgrok.report.figures.FIGURES` into ``OUT/figures/``.
@@ -31,7 +32,8 @@ from mechgrok.report import figures
 from mechgrok.report import html as report
 from mechgrok.reproduce import nanda2023
 
-__all__ = ["DEFAULT_EPOCHS", "PAPER_EPOCHS", "seed_dir", "train_or_reuse", "write_ablation_tables", "reproduce", "ReproduceResult"]
+__all__ = ["DEFAULT_EPOCHS", "PAPER_EPOCHS", "seed_dir", "train_or_reuse", "write_ablation_tables", "reproduce", "ReproduceResult",
+           "TrainingPlan", "plan_training"]
 
 # Long enough for the mainline to grok and clean up (the curves settle by ~15-20k), short
 # enough that `make reproduce` takes well under 15 minutes on 2 CPU cores.
@@ -54,12 +56,26 @@ def train_or_reuse(cfg: Config, run_dir: Path, *, progress_bar: bool = False, th
     Returns (trained, seconds). An interrupted training raises ``KeyboardInterrupt`` whose
     message says where it stopped (a resume checkpoint is written; calling again resumes).
     """
+    if _reached(cfg, run_dir):
+        return False, 0.0
+    from mechgrok.training.loop import train
+
+    t0 = time.perf_counter()
+    result = train(cfg, run_dir, progress=progress_bar, threads=threads, on_resume=on_resume)
+    if result.interrupted:
+        raise KeyboardInterrupt(f"training of {run_dir} was interrupted at epoch {result.epoch}")
+    return True, time.perf_counter() - t0
+
+
+def _reached(cfg: Config, run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run of ``cfg`` that reached ``cfg.epochs`` (a ``ValueError`` if
+    it is a finished run of other settings)."""
     done = runs.checkpoint_epochs(run_dir)
     resume = run_dir / runs.RESUME_FILE
     # Reached: its resume file (written last at every save) is at the epochs asked or past them,
     # or it is an imported run, which has no resume file. A kill between the final checkpoint and
     # the final resume file leaves a run the trainer must finish (its last metrics row is missing).
-    reached = done and done[-1] >= cfg.epochs and (
+    reached = bool(done) and done[-1] >= cfg.epochs and (
         runs.read_checkpoint_file(resume).epoch >= cfg.epochs if resume.exists() else runs.imported_from(run_dir) is not None)
     if reached and (run_dir / runs.CONFIG_FILE).exists():
         from mechgrok.training.loop import config_clash
@@ -71,14 +87,7 @@ def train_or_reuse(cfg: Config, run_dir: Path, *, progress_bar: bool = False, th
                 f"{run_dir} holds a finished run with other settings ({', '.join(differs)}); pass its "
                 "settings (or none, to use them), choose another --out, or delete it yourself"
             )
-        return False, 0.0
-    from mechgrok.training.loop import train
-
-    t0 = time.perf_counter()
-    result = train(cfg, run_dir, progress=progress_bar, threads=threads, on_resume=on_resume)
-    if result.interrupted:
-        raise KeyboardInterrupt(f"training of {run_dir} was interrupted at epoch {result.epoch}")
-    return True, time.perf_counter() - t0
+    return reached
 
 
 ANALYSIS_DIR = "analysis"
@@ -126,36 +135,122 @@ def _train_in_worker(cfg_dict: dict, run_dir: str, threads: int) -> tuple[bool, 
     return train_or_reuse(Config.from_dict(cfg_dict), Path(run_dir), threads=threads)
 
 
-def _train_seeds(jobs: list[tuple[int, Config, Path]], parallel: int, progress_bar: bool,
-                 say: Callable[[str], None], threads: int | None) -> dict[int, tuple[bool, float]]:
-    """Train every seed: one after another, or ``parallel`` at a time in separate processes."""
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How the seeds of a reproduction train, and why (recorded in ``summary.json``).
+
+    ``executor``: ``"stack"`` (every seed in one stacked program, :func:`mechgrok.training.stack.train_stack`),
+    ``"processes"`` (``workers`` independent processes at once, each on ``threads`` threads) or
+    ``"sequential"`` (one seed after another in this process). ``to_train``: the seeds not
+    already finished (a finished run is reused whatever the executor).
+    """
+
+    executor: str
+    device: str
+    workers: int
+    threads: int
+    to_train: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"executor": self.executor, "device": self.device, "workers": self.workers, "threads": self.threads,
+                "seeds_to_train": self.to_train, "reason": self.reason}
+
+
+def plan_training(n_seeds: int, device: str, parallel: int | None, threads: int | None) -> TrainingPlan:
+    """The best executor for ``n_seeds`` seeds to train on this machine (docs/training.md):
+
+    * ``device`` cuda: one stacked program of all of them on the GPU (TF32 stays off);
+    * the CPU, ``parallel`` None: as many independent single-thread processes at once as this
+      process has usable cores (its affinity mask), since on a shared core count two
+      single-thread processes give about 1.2x the throughput of one two-thread process; one
+      core or one seed: one after another;
+    * ``parallel`` given: that many processes at once (1: one after another).
+    """
+    from mechgrok import speed
+    from mechgrok.sweeps.execute import usable_cpus
+
+    n_threads = speed.resolve_threads(threads)
+    if device != "cpu":
+        if parallel is not None:
+            raise ValueError(f"parallel={parallel} trains separate CPU processes, but device={device!r} trains every "
+                             "seed in one stacked program on the GPU; drop --parallel (parallel=None)")
+        return TrainingPlan("stack", device, n_seeds, n_threads, n_seeds,
+                            f"device {device}: all {n_seeds} seed(s) to train in one stacked program (TF32 off)")
+    if parallel is not None:
+        if parallel <= 1 or n_seeds <= 1:
+            return TrainingPlan("sequential", device, 1, n_threads, n_seeds,
+                                f"parallel={parallel} asked{'' if n_seeds > 1 else f', {n_seeds} seed(s) to train'}")
+        return TrainingPlan("processes", device, min(parallel, n_seeds), n_threads, n_seeds, f"parallel={parallel} asked")
+    cores = usable_cpus()
+    workers = min(n_seeds, max(1, cores // n_threads))
+    if workers <= 1:
+        why = (f"{n_seeds} seed(s) to train" if n_seeds <= 1
+               else f"{cores} usable core(s) for {n_threads}-thread trainers")
+        return TrainingPlan("sequential", device, 1, n_threads, n_seeds, f"{why}: one after another")
+    return TrainingPlan("processes", device, workers, n_threads, n_seeds,
+                        f"{cores} usable cores: {workers} independent {n_threads}-thread processes at once (two "
+                        "single-thread processes give ~1.2x the throughput of one two-thread process)")
+
+
+def _claim_folders(jobs: list[tuple[int, Config, Path]]) -> None:
+    """Later seeds live inside the first seed's folder. Claim every fresh folder with its config
+    first, so the first seed's trainer never finds its folder already holding ``seeds/``."""
+    for _, cfg, run_dir in jobs:
+        if not (run_dir / runs.CONFIG_FILE).exists() and (not run_dir.exists() or not any(run_dir.iterdir())):
+            runs.write_config(run_dir, cfg)
+
+
+def _train_seeds(jobs: list[tuple[int, Config, Path]], parallel: int | None, progress_bar: bool,
+                 say: Callable[[str], None], threads: int | None,
+                 device: str = "cpu") -> tuple[dict[int, tuple[bool, float]], TrainingPlan]:
+    """Train every seed by :func:`plan_training`'s executor; returns ({seed: (trained, seconds)}, the plan)."""
     results: dict[int, tuple[bool, float]] = {}
-    if parallel <= 1 or len(jobs) <= 1:
-        for seed, cfg, run_dir in jobs:
+    pending = []
+    for seed, cfg, run_dir in jobs:
+        if _reached(cfg, run_dir):
+            results[seed] = (False, 0.0)
+        else:
+            pending.append((seed, cfg, run_dir))
+    plan = plan_training(len(pending), device, parallel, threads)
+    if pending:
+        say(f"training {len(pending)} seed(s) by {plan.executor}: {plan.reason}")
+    if plan.executor == "stack" and pending:
+        from mechgrok.training.stack import train_stack
+
+        _claim_folders(pending)
+        say(f"training seeds {[s for s, _, _ in pending]} in one stack on {device}")
+        t0 = time.perf_counter()
+        where = {run_dir: seed for seed, _, run_dir in pending}
+        out = train_stack([cfg for _, cfg, _ in pending], [run_dir for _, _, run_dir in pending], device=device,
+                          threads=threads, progress=progress_bar, chunk_size=len(pending),
+                          on_resume=lambda run_dir, epoch: say(f"seed {where[run_dir]}: resuming {run_dir} from epoch {epoch}"))
+        seconds = time.perf_counter() - t0
+        stopped = [r for r in out if r.interrupted]
+        if stopped:
+            raise KeyboardInterrupt(f"training of the stack of {len(out)} seeds was interrupted at epoch {stopped[0].epoch}")
+        for (seed, _, _), r in zip(pending, out):
+            results[seed] = (r.stack_size > 0, seconds)  # every seed of the stack took the stack's time
+    elif plan.executor == "processes":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        _claim_folders(pending)
+        say(f"training seeds {[s for s, _, _ in pending]} {plan.workers} at a time, {plan.threads} thread(s) each")
+        # threads resolved here (plan.threads), not in the workers: a worker process knows neither the
+        # caller's torch_threads block nor, under spawn, anything but its arguments
+        with ProcessPoolExecutor(max_workers=plan.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {seed: pool.submit(_train_in_worker, cfg.to_dict(), str(run_dir), plan.threads)
+                       for seed, cfg, run_dir in pending}
+            for seed, future in futures.items():
+                results[seed] = future.result()
+    else:
+        for seed, cfg, run_dir in pending:
             say(f"seed {seed}: training {cfg.epochs:,} epochs into {run_dir} (or reusing it)")
             results[seed] = train_or_reuse(
                 cfg, run_dir, progress_bar=progress_bar, threads=threads,
                 on_resume=lambda epoch, seed=seed, run_dir=run_dir: say(f"seed {seed}: resuming {run_dir} from epoch {epoch}"))
-        return results
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from mechgrok import speed
-
-    # Later seeds live inside the first seed's folder. Claim every fresh folder with its config
-    # first, so the first seed's trainer never finds its folder already holding `seeds/`.
-    for _, cfg, run_dir in jobs:
-        if not (run_dir / runs.CONFIG_FILE).exists() and (not run_dir.exists() or not any(run_dir.iterdir())):
-            runs.write_config(run_dir, cfg)
-    # Resolved here, not in the workers: a worker process knows neither the caller's
-    # torch_threads block nor, under spawn, anything but its arguments.
-    threads = speed.resolve_threads(threads)
-    say(f"training seeds {[s for s, _, _ in jobs]} {parallel} at a time, {threads} thread(s) each")
-    with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {seed: pool.submit(_train_in_worker, cfg.to_dict(), str(run_dir), threads) for seed, cfg, run_dir in jobs}
-        for seed, future in futures.items():
-            results[seed] = future.result()
-    return results
+    return {seed: results[seed] for seed, _, _ in jobs}, plan
 
 
 @dataclass
@@ -182,8 +277,9 @@ def reproduce(
     config: Config | None = None,
     rule: str = circuits.DEFAULT_KEY_FREQUENCY_RULE,
     progress_bar: bool = False,
-    parallel: int = 1,
+    parallel: int | None = None,
     threads: int | None = None,
+    device: str = "cpu",
     on_step: Callable[[str], None] | None = None,
 ) -> ReproduceResult:
     """Train (or reuse), measure, plot and report; see the module docstring.
@@ -201,14 +297,22 @@ def reproduce(
     ``epochs`` overrides ``config.epochs`` when given. The seeds are ``config.seed ..
     config.seed + seeds - 1``. A folder whose run already reached the epochs is reused
     without training; a shorter one is extended. ``threads`` is the torch thread count of
-    training (default :func:`mechgrok.speed.resolve_threads`); ``parallel`` > 1 trains that
-    many seeds at once in separate processes, each on ``threads`` threads (for machines with
-    cores to spare). ``on_step`` hears about each step, including a resumption.
+    training (default :func:`mechgrok.speed.resolve_threads`). The seeds train by the
+    executor :func:`plan_training` picks for the machine, recorded in ``summary["training"]``:
+    with ``device="cuda"`` all in one stacked program on the GPU; on the CPU as many
+    independent processes at once as this process has usable cores, each on ``threads``
+    threads, unless ``parallel`` (processes at once; 1: one after another) is given.
+    ``device`` also runs the progress measures' forward passes. ``on_step`` hears about each
+    step, including a resumption and the executor chosen.
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds={seeds!r} must be an integer >= 1 (the number of seeds to train)")
-    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
-        raise ValueError(f"parallel={parallel!r} must be an integer >= 1 (seeds trained at once)")
+    if parallel is not None and (isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1):
+        raise ValueError(f"parallel={parallel!r} must be an integer >= 1 (seeds trained at once), or None to pick "
+                         "by the machine's cores")
+    from mechgrok.training.stack import resolve_device
+
+    device = str(resolve_device(device))  # a device this machine lacks is refused before anything is written
     out = Path(out)
     say = on_step or (lambda message: None)
     base = config or (runs.read_config(out) if (out / runs.CONFIG_FILE).exists() else Config())
@@ -220,7 +324,8 @@ def reproduce(
     seed_list = [base.seed + i for i in range(seeds)]
     jobs = [(seed, base.replace(seed=seed), seed_dir(out, seed, base.seed)) for seed in seed_list]
     reused = []
-    for seed, (trained, seconds) in _train_seeds(jobs, parallel, progress_bar, say, threads).items():
+    trained_seeds, plan = _train_seeds(jobs, parallel, progress_bar, say, threads, device)
+    for seed, (trained, seconds) in trained_seeds.items():
         timings[f"train_seed_{seed}"] = seconds
         if not trained:
             reused.append(seed)
@@ -231,7 +336,7 @@ def reproduce(
     for seed in seed_list:
         run_dir = seed_dir(out, seed, base.seed)
         say(f"seed {seed}: progress measures at every checkpoint")
-        prog = progress.load_progress(run_dir, rule=rule)
+        prog = progress.load_progress(run_dir, rule=rule, device=device)
         progresses[seed] = prog
         phase_rows.append({"seed": seed, **prog.phases.boundaries, "key_frequencies": " ".join(map(str, prog.key_frequencies)),
                            "notes": "; ".join(prog.phases.notes)})
@@ -239,7 +344,7 @@ def reproduce(
                        "key_frequencies": " ".join(map(str, nanda2023.KEY_FREQUENCIES)), "notes": "by eye"})
     timings["progress_measures"] = time.perf_counter() - t0
 
-    analysis = figures.RunAnalysis(out, rule=rule)
+    analysis = figures.RunAnalysis(out, rule=rule, device=device)
     built = []
     t0 = time.perf_counter()
     for name in figures.FIGURES:
@@ -263,6 +368,7 @@ def reproduce(
         "epochs": base.epochs,
         "seeds": seed_list,
         "reused_seeds": reused,
+        "training": plan.to_dict(),
         "key_frequency_rule": rule,
         "key_frequencies": main.key_frequencies,
         "paper_key_frequencies": nanda2023.KEY_FREQUENCIES,

@@ -4,7 +4,9 @@ A sweep trains hundreds of small models that differ only in seed, learning rate,
 or train-set size. Training them one at a time leaves a CPU core mostly waiting on Python and
 on tiny GEMMs; stacking them (every weight gets a leading ``model`` axis) turns many small
 steps into a few batched ones. ``train_stack(cfgs, out_dirs)`` does that for every family
-without an exact fast step (Pearce et al.'s MLPs, the circle, the sparse-parity MLP), and
+without an exact fast step (Pearce et al.'s MLPs, the circle, the sparse-parity MLP), and for
+a family that declares a stacked step (``ModelFamily.stacked_step``: the transformer's
+:class:`~mechgrok.models.stacked_fastpath.StackedFastPath`, many seeds at once on a GPU), and
 writes each model into its own ordinary run folder, so ``mechgrok.load_run`` reads it like
 any other run.
 
@@ -18,7 +20,8 @@ any other run.
   (:class:`_Parity`; :class:`_Modular` for the modular MLPs and the circle), 2-8x faster on
   this project's CPUs than the generic step, :class:`_Generic`: ``vmap(grad_and_value)`` of a
   ``functional_call`` of the family's own model, which trains any other family and against
-  which the tests pin the hand-written ones. The optimiser is AdamW written over the stacked
+  which the tests pin the hand-written ones. A family's own ``stacked_step`` comes first
+  (:func:`kernel_of`). The optimiser is AdamW written over the stacked
   tensors (:class:`StackedAdamW`), with per-model lr and decay, ``torch.optim.AdamW``'s formula.
 * **Chunks.** A stack runs in chunks of models; how many models one batched step should hold
   depends on the width (past a point the activations fall out of cache and batching is slower
@@ -61,7 +64,7 @@ from mechgrok.training.memory import check_fits
 from mechgrok.training.optim import lr_at, trainable
 
 __all__ = ["PER_MODEL_FIELDS", "StackResult", "StackedAdamW", "stack_key", "train_stack", "probe_chunk_size",
-           "probe_times", "resolve_device"]
+           "probe_times", "resolve_device", "kernel_of", "matmul_precision"]
 
 # Fields that may differ between the models of one stack: each model gets its own value
 # (per-model optimiser coefficients, its own data, its own mask).
@@ -482,6 +485,13 @@ KERNELS: dict[str, type] = {
 }
 
 
+def kernel_of(family: str) -> type:
+    """The step that trains ``family`` in a stack: its own ``stacked_step`` (the transformer's
+    :class:`~mechgrok.models.stacked_fastpath.StackedFastPath`), else a hand-written one here
+    (``KERNELS``), else :class:`_Generic`."""
+    return registry.family(family).load_stacked_step() or KERNELS.get(family, _Generic)
+
+
 class _Chunk:
     """Models trained by one batched step: their stacked weights, optimiser state and rows."""
 
@@ -515,7 +525,7 @@ class _Chunk:
                 raise ValueError(f"resume files of epoch {start} hold optimizer steps {sorted(steps)}; they are damaged")
         self.optimizer = StackedAdamW(self.params, [m.cfg for m in members], step=start, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
         scale = cfg.d_vocab_out if cfg.loss_scale == "per_output" else 1
-        kernel = kernel or KERNELS.get(cfg.family, _Generic)
+        kernel = kernel or kernel_of(cfg.family)
         self.kernel = kernel(members[0].model, dtype, scale)
         data = [run_data(m.cfg) for m in members]
         # every model's rows padded to the chunk's longest (members of a stack are sorted by size,
@@ -639,7 +649,7 @@ def _sizes(cfg: Config) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- the trainer
 @contextmanager
-def _matmul_precision(device: torch.device, tune: bool) -> Iterator[None]:
+def matmul_precision(device: torch.device, tune: bool) -> Iterator[None]:
     """CPU: mechgrok.speed's oneDNN GEMMs (kept only where they keep float32 accuracy). CUDA:
     TF32 off, so a float32 run is float32 on every device."""
     if device.type != "cuda":
@@ -693,10 +703,10 @@ def train_stack(
     for cfg in cfgs:
         if not isinstance(cfg, Config):
             raise ValueError(f"cfgs must be mechgrok Configs, not {type(cfg).__name__}")
-        if registry.family(cfg.family).training != "stack":
+        if not registry.family(cfg.family).stackable:
             raise ValueError(
-                f"family={cfg.family!r} trains with the {registry.family(cfg.family).training} trainer; train it with "
-                "mechgrok.train(cfg, out_dir), not the stacked trainer"
+                f"family={cfg.family!r} trains with the {registry.family(cfg.family).training} trainer and declares no "
+                "stacked step; train it with mechgrok.train(cfg, out_dir), not the stacked trainer"
             )
         if cfg.batch_size != 0:
             raise ValueError(
@@ -711,7 +721,8 @@ def train_stack(
         if out_dir.exists():
             _check_folder(cfg, out_dir)
     with contextlib.ExitStack() as locks, speed.torch_threads(threads) as n_threads, \
-            speed.tuned_malloc(tune_process and dev.type == "cpu"), _matmul_precision(dev, tune_process):
+            speed.tuned_malloc(tune_process and dev.type == "cpu"), matmul_precision(dev, tune_process), \
+            speed.flushed_denormals(tune_process and dev.type == "cpu"):
         for out_dir in out_dirs:  # every folder is this call's alone until it returns (checked again, held)
             locks.enter_context(runs.lock_run_folder(out_dir))
             runs.clear_unfinished_writes(out_dir)
