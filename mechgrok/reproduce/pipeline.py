@@ -200,7 +200,8 @@ def reproduce(
 
     ``epochs`` overrides ``config.epochs`` when given. The seeds are ``config.seed ..
     config.seed + seeds - 1``. A folder whose run already reached the epochs is reused
-    without training; a shorter one is extended. ``threads`` is the torch thread count of
+    without training; a shorter one is extended. Seed s trains ``config.reseeded(s)``: a
+    config that pins ``split_seed`` or ``model_seed`` moves them with the seed. ``threads`` is the torch thread count of
     training (default :func:`mechgrok.speed.resolve_threads`); ``parallel`` > 1 trains that
     many seeds at once in separate processes, each on ``threads`` threads (for machines with
     cores to spare). ``on_step`` hears about each step, including a resumption.
@@ -218,7 +219,8 @@ def reproduce(
     t_start = time.perf_counter()
 
     seed_list = [base.seed + i for i in range(seeds)]
-    jobs = [(seed, base.replace(seed=seed), seed_dir(out, seed, base.seed)) for seed in seed_list]
+    # a pinned split_seed or model_seed (the tl-demo preset's) moves with the seed (Config.reseeded)
+    jobs = [(seed, base.reseeded(seed), seed_dir(out, seed, base.seed)) for seed in seed_list]
     reused = []
     for seed, (trained, seconds) in _train_seeds(jobs, parallel, progress_bar, say, threads).items():
         timings[f"train_seed_{seed}"] = seconds
