@@ -520,7 +520,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _add_analysis_flags(parser: argparse.ArgumentParser, out_default: str) -> None:
     parser.add_argument("--run", type=_path("--run"), required=True, help="run folder (mechgrok train / mechgrok reproduce --out RUN)")
     parser.add_argument("--rule", default="W_L",
-                        help="key-frequency rule: W_L (default, the paper's definition), W_E or clusters")
+                        help="key-frequency rule: W_L (default, the paper's definition), original (the original code's: "
+                        "every neuron's best frequency), clusters or W_E (mechgrok's; docs/ablations.md)")
     parser.add_argument("--threshold", type=_number("--threshold", float, 0.85), default=0.85,
                         help="neuron-cluster threshold (default: 0.85)")
     parser.add_argument("--out", type=_path("--out"), default=None, help=f"output folder (default: RUN/{out_default})")
