@@ -8,10 +8,12 @@ order), and compared with what mechgrok builds.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -323,3 +325,37 @@ def test_cli_trains_a_preset_into_its_own_folder(tmp_path, monkeypatch, capsys):
 def test_new_fields_are_validated_with_the_fix(fields, message):
     with pytest.raises(ValueError, match=message):
         Config(**fields)
+
+
+def test_reproduce_preset_original_over_five_seeds_draws_fig2_over_them(tmp_path, capsys):
+    out = tmp_path / "rep"
+    small = {"p": 17, "d_model": 32, "n_heads": 2, "d_mlp": 64, "frac_train": 0.6, "lr": 3e-3, "epochs": 200,
+             "checkpoint_every": 100}
+    argv = [a for k, v in small.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    assert main(["reproduce", "--preset", "original", *argv, "--seeds", "5", "--out", str(out), "--no-progress",
+                 "--threads", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1, 2, 3, 4]
+    for seed in range(5):
+        folder = out if seed == 0 else out / "seeds" / f"seed_{seed}"
+        assert runs.read_config(folder) == preset_config("original", seed=seed, **small)
+    curves = pd.read_csv(out / "figures" / "fig2_loss_curves.csv")
+    assert sorted(curves["seed"].unique()) == [0, 1, 2, 3, 4]
+    assert set(curves["epoch"]) == set(range(0, 201, 10))  # the original's test loss every 10 epochs
+    report = (out / "report.html").read_text()
+    assert "of 5 seeds: median line, min-max band" in report and "over all 18 logits" in report
+
+
+def test_fig2_caption_over_seeds_is_computed_from_the_curves():
+    from mechgrok.report.figures import _over_seeds
+
+    def frame(accs, losses):
+        return pd.DataFrame({"epoch": [0, 10, 20, 30], "test_acc": accs, "test_loss": losses})
+
+    frames = [frame([0.1, 0.5, 0.995, 1.0], [4.0, 9.0, 1.0, 0.1]),
+              frame([0.1, 0.99, 1.0, 1.0], [4.0, 7.5, 0.2, 0.1]),
+              frame([0.1, 0.2, 0.3, 0.4], [4.0, 5.0, 6.0, 3.0])]
+    text = _over_seeds(frames)
+    assert text == ("2 of 3 seeds reached test accuracy 0.99, at epochs 10–20 (median 15); the test loss peaks at "
+                    "6–9, at epochs 10–20.")
+    assert _over_seeds([frames[2], frames[2]]).startswith("Over the 2 seeds, none reached test accuracy 0.99")
