@@ -283,10 +283,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  task     {run.task.describe()}; {train} / test {len(run.split.test)} examples")
     else:
         pairs = " (pairs a <= b)" if cfg.pairs == "unordered" else ""
-        print(f"  task     c = {cfg.op}(a, b) mod {cfg.p}; train {len(run.split.train)} / test {len(run.split.test)} pairs{pairs}")
+        how = "random.shuffle" if cfg.split == "python" else "torch.randperm"
+        print(f"  task     c = {cfg.op}(a, b) mod {cfg.p}; train {len(run.split.train)} / test {len(run.split.test)} pairs{pairs}; "
+              f"split by {how}, seed {cfg.data_seed}")
     if cfg.family == "transformer":
         print(f"  model    d_model {cfg.d_model}, {cfg.n_heads} heads of {cfg.d_head}, d_mlp {cfg.d_mlp}, "
-              f"d_vocab_out {run.model.cfg.d_vocab_out}, init {cfg.init}")
+              f"d_vocab_out {run.model.cfg.d_vocab_out}, init {cfg.init} (seed {cfg.init_seed}), "
+              f"frozen biases {cfg.frozen_biases}")
     elif cfg.family == "sequence_transformer":
         mlp = "attention only" if cfg.attn_only else f"d_mlp {cfg.d_mlp}"
         print(f"  model    {cfg.n_layers}-layer HookedTransformer, d_model {cfg.d_model}, {cfg.n_heads} heads of {cfg.d_head}, "

@@ -305,6 +305,10 @@ def test_cli_trains_a_preset_into_its_own_folder(tmp_path, monkeypatch, capsys):
     assert main(["train", "--preset", "original", *small, "--epochs", "4", "--no-progress"]) == 0
     out = tmp_path / "runs" / "original-add-p13-frac0.5-seed0"
     assert runs.read_config(out) == preset_config("original", p=13, d_model=16, n_heads=2, d_mlp=32, frac_train=0.5, epochs=4)
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "split by random.shuffle, seed 0" in text and "d_vocab_out 14, init original (seed 0)" in text
     # on the same folder, a flag that contradicts the preset's saved settings is refused with the fix
     assert main(["train", "--preset", "tl-demo", *small, "--epochs", "4", "--out", str(out), "--no-progress"]) == 2
     assert "holds a run with other settings" in capsys.readouterr().err
