@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -211,7 +212,8 @@ def test_original_init_is_the_original_module_drawn_under_manual_seed(overrides)
 
 def test_tl_demo_init_is_transformer_lens_with_seed_999():
     cfg = preset_config("tl-demo")
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TransformerLens 3.x: HookedTransformer goes in 4.0
         demo = HookedTransformer(HookedTransformerConfig(
             n_layers=1, n_heads=4, d_model=128, d_head=32, d_mlp=512, act_fn="relu", normalization_type=None,
             d_vocab=114, d_vocab_out=113, n_ctx=3, init_weights=True, device="cpu", seed=999))
