@@ -4,7 +4,7 @@ The supported API is re-exported here and imported lazily: ``import mechgrok`` l
 torch nor TransformerLens, and each name pulls in its module on first use. The layers
 (docs/architecture.md):
 
-* ``config``, ``registry``, ``hooks``, ``scoring``: configuration, names, losses.
+* ``config``, ``presets``, ``registry``, ``hooks``, ``scoring``: configuration, the anchor runs' presets, names, losses.
 * ``tasks``: what a model is trained on.  ``models``: model families (the one TransformerLens
   import lives in ``models.lens``).
 * ``training``: the resumable trainer.  ``runs``, ``formats``: run folders and foreign files.
@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "Config": "mechgrok.config",
+    "PRESETS": "mechgrok.presets",
+    "preset_config": "mechgrok.presets",
     "Site": "mechgrok.hooks",
     "HookFn": "mechgrok.hooks",
     "Task": "mechgrok.tasks.base",
@@ -93,6 +95,7 @@ if TYPE_CHECKING:
     from mechgrok.hooks import HookFn, Site
     from mechgrok.models.family import ModelFamily
     from mechgrok.models.transformer import build_model
+    from mechgrok.presets import PRESETS, preset_config
     from mechgrok.reproduce.pipeline import reproduce
     from mechgrok.runs import Run, RunInfo, attach, attached, load_checkpoint, load_run, run_info
     from mechgrok.scoring import AblationResult

@@ -5,7 +5,9 @@ Building the parser imports no torch, pandas or TransformerLens, so ``mechgrok -
 instant; each command imports what it needs when it runs.
 
 Config flags default to None, so a command knows which flags were given: on an existing run
-folder the run's saved config is used and only the given flags override it.
+folder the run's saved config is used and only the given flags override it. ``--preset NAME``
+(:mod:`mechgrok.presets`) starts from a preset's fields instead of ``Config()``'s; explicit flags
+override those too.
 """
 
 from __future__ import annotations
@@ -17,7 +19,21 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from mechgrok.config import ACT_FNS, DATA_MODES, DECAYS, FIELD_GROUPS, INITS, LOSS_DTYPES, LOSS_SCALES, OPERATION_NAMES, PAIRS, Config
+from mechgrok.config import (
+    ACT_FNS,
+    DATA_MODES,
+    DECAYS,
+    FIELD_GROUPS,
+    FROZEN_BIASES,
+    INITS,
+    LOSS_DTYPES,
+    LOSS_SCALES,
+    OPERATION_NAMES,
+    PAIRS,
+    SPLITS,
+    Config,
+)
+from mechgrok.presets import PRESET_DESCRIPTIONS, PRESETS, preset_fields
 
 _HELP = {
     "task": "the task (mechgrok.registry): modular, parity, addition, induction, max_list",
@@ -42,7 +58,13 @@ _HELP = {
     "family": "model family (mechgrok.registry)",
     "loss_dtype": f"precision of the training loss: {', '.join(LOSS_DTYPES)}",
     "frac_train": "modular: fraction of the pairs used for training",
-    "seed": "seed of the split and of the initialisation",
+    "seed": "seed of the split and of the initialisation (unless --split-seed or --model-seed is given)",
+    "split": f"modular: how the pairs are shuffled: {', '.join(SPLITS)} (torch.randperm; Python's random.shuffle, "
+             "the original code's)",
+    "split_seed": "modular: seed of the split (default: --seed)",
+    "model_seed": "transformer: seed of the initialisation (default: --seed)",
+    "unembed_equals": "transformer: a p+1 wide unembed with a logit for `=`, in the softmax (true or false)",
+    "frozen_biases": f"transformer: the biases held at zero: {', '.join(FROZEN_BIASES)} (non_mlp: all but b_in, b_out)",
     "d_model": "residual stream width (the MLP families: the embedding width)",
     "n_heads": "attention heads (d_head = d_model / n_heads)",
     "d_mlp": "MLP neurons",
@@ -58,7 +80,9 @@ _HELP = {
 }
 
 
-def default_run_dir(cfg: Config) -> Path:
+def default_run_dir(cfg: Config, preset: str | None = None) -> Path:
+    if preset not in (None, "paper"):
+        return Path("runs") / f"{preset}-{cfg.op}-p{cfg.p}-frac{cfg.frac_train:g}-seed{cfg.seed}"
     if cfg.task in ("addition", "induction", "max_list"):
         size = f"fresh{cfg.batch_size}" if cfg.data == "fresh" else f"n{cfg.n_train}"
         return Path("runs") / f"{cfg.task}-{size}-L{cfg.n_layers}-d{cfg.d_model}-seed{cfg.seed}"
@@ -71,7 +95,10 @@ def default_run_dir(cfg: Config) -> Path:
 # String fields with a fixed set of values get argparse choices (an unknown one is refused
 # with the list); `family` does not, since families can be registered at run time.
 _CHOICES = {"op": OPERATION_NAMES, "init": INITS, "loss_dtype": LOSS_DTYPES, "pairs": PAIRS, "act_fn": ACT_FNS,
-            "decay": DECAYS, "loss_scale": LOSS_SCALES, "data": DATA_MODES}
+            "decay": DECAYS, "loss_scale": LOSS_SCALES, "data": DATA_MODES, "split": SPLITS,
+            "frozen_biases": FROZEN_BIASES}
+# Fields whose default is None ("the run's seed"): the type of the value a flag gives.
+_OPTIONAL_TYPES = {"split_seed": int, "model_seed": int}
 
 
 def _flag(name: str) -> str:
@@ -120,11 +147,12 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group(f"{group_name} settings (default: Config(), or the run's saved config)")
         for name in names:
             default = getattr(defaults, name)
-            kind = type(default)
+            kind = _OPTIONAL_TYPES.get(name, type(default))
+            example = 0 if default is None else default
             group.add_argument(
                 _flag(name),
                 dest=name,
-                type=kind if kind is str else _boolean(_flag(name)) if kind is bool else _number(_flag(name), kind, default),
+                type=kind if kind is str else _boolean(_flag(name)) if kind is bool else _number(_flag(name), kind, example),
                 choices=_CHOICES.get(name),
                 default=None,
                 help=f"{_HELP[name]} (default: {default})",
@@ -139,6 +167,12 @@ def _boolean(flag: str):
         return value
 
     return parse
+
+
+def _add_preset_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                        help="start from a preset's settings (docs/fidelity.md); explicit flags override them: "
+                        + "; ".join(f"{name}: {text}" for name, text in PRESET_DESCRIPTIONS.items()))
 
 
 def _add_threads_flag(parser: argparse.ArgumentParser) -> None:
@@ -169,11 +203,18 @@ def _given_config(args: argparse.Namespace) -> dict:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name, None) is not None}
 
 
+def _asked_config(args: argparse.Namespace) -> dict:
+    """The config fields a command asks for: its ``--preset``'s (if given), the given flags on top."""
+    preset, given = getattr(args, "preset", None), _given_config(args)
+    return {**(preset_fields(preset, given.get("seed")) if preset is not None else {}), **given}
+
+
 def _run_config(args: argparse.Namespace, out: Path) -> Config:
-    """The config to run in ``out``: its saved config (if ``out`` holds a run) with the given
-    flags on top, else ``Config()`` with them. A given flag that contradicts a saved field which
-    cannot change when continuing a run is a ``ValueError`` naming the field and the fix."""
-    given = _given_config(args)
+    """The config to run in ``out``: its saved config (if ``out`` holds a run) with the asked
+    fields (``--preset``'s, then the given flags) on top, else ``Config()`` with them. An asked
+    field that contradicts a saved field which cannot change when continuing a run is a
+    ``ValueError`` naming the field and the fix."""
+    given = _asked_config(args)
     if not (out / _CONFIG_FILE).exists():  # a new run: no torch import, so a bad flag fails fast
         return _config(**given)
     from mechgrok import runs
@@ -193,12 +234,12 @@ def _run_config(args: argparse.Namespace, out: Path) -> Config:
 
 def _out_and_config(args: argparse.Namespace, default_out: Callable[[Config], Path]) -> tuple[Path, Config]:
     """(run folder, config) of a command: ``--out`` or the default folder for the given flags."""
-    out = Path(args.out) if args.out is not None else default_out(_config(**_given_config(args)))
+    out = Path(args.out) if args.out is not None else default_out(_config(**_asked_config(args)))
     return out, _run_config(args, out)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    out, cfg = _out_and_config(args, default_run_dir)  # first: a bad flag fails before torch loads
+    out, cfg = _out_and_config(args, lambda c: default_run_dir(c, args.preset))  # first: a bad flag fails before torch loads
     from mechgrok.training.loop import train
 
     resumed = []
@@ -242,10 +283,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  task     {run.task.describe()}; {train} / test {len(run.split.test)} examples")
     else:
         pairs = " (pairs a <= b)" if cfg.pairs == "unordered" else ""
-        print(f"  task     c = {cfg.op}(a, b) mod {cfg.p}; train {len(run.split.train)} / test {len(run.split.test)} pairs{pairs}")
+        how = "random.shuffle" if cfg.split == "python" else "torch.randperm"
+        print(f"  task     c = {cfg.op}(a, b) mod {cfg.p}; train {len(run.split.train)} / test {len(run.split.test)} pairs{pairs}; "
+              f"split by {how}, seed {cfg.data_seed}")
     if cfg.family == "transformer":
         print(f"  model    d_model {cfg.d_model}, {cfg.n_heads} heads of {cfg.d_head}, d_mlp {cfg.d_mlp}, "
-              f"d_vocab_out {run.model.cfg.d_vocab_out}, init {cfg.init}")
+              f"d_vocab_out {run.model.cfg.d_vocab_out}, init {cfg.init} (seed {cfg.init_seed}), "
+              f"frozen biases {cfg.frozen_biases}")
     elif cfg.family == "sequence_transformer":
         mlp = "attention only" if cfg.attn_only else f"d_mlp {cfg.d_mlp}"
         print(f"  model    {cfg.n_layers}-layer HookedTransformer, d_model {cfg.d_model}, {cfg.n_heads} heads of {cfg.d_head}, "
@@ -290,12 +334,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reproduce_dir(cfg: Config) -> Path:
-    """runs/mainline for the paper's settings (any schedule), else the train command's default."""
-    paper = Config()
-    same = all(getattr(cfg, f.name) == getattr(paper, f.name) for f in dataclasses.fields(Config)
+def _reproduce_dir(cfg: Config, preset: str | None = None) -> Path:
+    """runs/mainline for the paper's settings (any schedule), runs/<preset> for a preset's other
+    than paper's, else the train command's default."""
+    reference = Config(**preset_fields(preset)) if preset is not None else Config()
+    same = all(getattr(cfg, f.name) == getattr(reference, f.name) for f in dataclasses.fields(Config)
                if f.metadata["group"] != "schedule")
-    return Path("runs/mainline") if same else default_run_dir(cfg)
+    if same:
+        return Path("runs/mainline") if preset in (None, "paper") else Path("runs") / preset
+    return default_run_dir(cfg, preset)
 
 
 _WORKS = ("nanda2023", "pair2023", "phase-changes")
@@ -320,7 +367,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         if args.epochs is not None and args.epochs != nanda2023.EPOCHS:
             raise ValueError(f"--paper means --epochs {nanda2023.EPOCHS}, but --epochs {args.epochs} was given; pass one of them")
         args.epochs = nanda2023.EPOCHS
-    out, cfg = _out_and_config(args, _reproduce_dir)  # first: a bad flag fails before torch loads
+    out, cfg = _out_and_config(args, lambda c: _reproduce_dir(c, args.preset))  # first: a bad flag fails before torch loads
     from mechgrok.reproduce.pipeline import reproduce
 
     try:
@@ -354,8 +401,8 @@ def _apply(flags: list[str]) -> str:
 
 def _nanda_only_flags(args: argparse.Namespace, work: str, doc: str) -> None:
     config_flags = [_flag(name) for name in _given_config(args)]
-    other = [flag for flag, on in (("--paper", args.paper), ("--seeds", args.seeds != 1), ("--parallel", args.parallel is not None))
-             if on]
+    other = [flag for flag, on in (("--preset", args.preset is not None), ("--paper", args.paper), ("--seeds", args.seeds != 1),
+                                   ("--parallel", args.parallel is not None)) if on]
     if config_flags or other:
         flags = config_flags + other
         raise ValueError(f"{', '.join(flags)} {_apply(flags)} to the Nanda et al. reproduction only; the {work} "
@@ -476,7 +523,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _add_analysis_flags(parser: argparse.ArgumentParser, out_default: str) -> None:
     parser.add_argument("--run", type=_path("--run"), required=True, help="run folder (mechgrok train / mechgrok reproduce --out RUN)")
     parser.add_argument("--rule", default="W_L",
-                        help="key-frequency rule: W_L (default, the paper's definition), W_E or clusters")
+                        help="key-frequency rule: W_L (default, the paper's definition), original (the original code's: "
+                        "every neuron's best frequency), clusters or W_E (mechgrok's; docs/ablations.md)")
     parser.add_argument("--threshold", type=_number("--threshold", float, 0.85), default=0.85,
                         help="neuron-cluster threshold (default: 0.85)")
     parser.add_argument("--out", type=_path("--out"), default=None, help=f"output folder (default: RUN/{out_default})")
@@ -489,11 +537,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     # short usage lines: the full flag list is in --help, and an error should end on its message
     p_train = sub.add_parser("train", help="train (or resume) a run; Ctrl-C saves a checkpoint",
-                             usage="%(prog)s [config flags] [--out RUN] [--device D] [--threads N] [--no-progress]",
+                             usage="%(prog)s [--preset NAME] [config flags] [--out RUN] [--device D] [--threads N] "
+                             "[--no-progress]",
                              description="Train a run into a run folder, or continue the run already there with "
                              "its saved config (flags given here override it).")
+    _add_preset_flag(p_train)
     _add_config_flags(p_train)
-    p_train.add_argument("--out", type=_path("--out"), help="run folder (default: runs/<op>-p<p>-frac<frac>-seed<seed>)")
+    p_train.add_argument("--out", type=_path("--out"), help="run folder (default: runs/<op>-p<p>-frac<frac>-seed<seed>, "
+                         "with --preset NAME runs/NAME-<op>-p<p>-frac<frac>-seed<seed>)")
     p_train.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda (the families without a "
                          "fast step; the transformer's fast step is CPU-only)")
     p_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -515,8 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep = sub.add_parser("reproduce", help="reproduce a source work: nanda2023 (default: train the paper's mainline "
                            "or reuse it, progress measures, every figure, the ablation table) or pair2023 (Pearce et "
                            "al.'s explorable: every experiment as a sweep); writes report.html + summary.json",
-                           usage="%(prog)s [nanda2023] [config flags] [--out RUN] [--paper] [--seeds S] [--parallel J] "
-                           "[--device D] [--threads N] [--no-progress]\n       %(prog)s pair2023|phase-changes [--full] [--digits N] "
+                           usage="%(prog)s [nanda2023] [--preset NAME] [config flags] [--out RUN] [--paper] [--seeds S] "
+                           "[--parallel J] [--device D] [--threads N] [--no-progress]\n       %(prog)s pair2023|phase-changes [--full] [--digits N] "
                            "[--out DIR] [--executor E] [--workers W] [--device D] [--threads N]",
                            description="nanda2023 takes every config flag of `mechgrok train`; on an existing "
                            "run folder its saved config is used and the given flags override it. pair2023 runs the "
@@ -524,9 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep.add_argument("work", nargs="?", choices=_WORKS, default="nanda2023",
                        help="the source work to reproduce (default: nanda2023); phase-changes: Nanda's Alignment Forum "
                        "post (sequence tasks, slingshots, weight decay, more data, the 2-layer MLP)")
+    _add_preset_flag(p_rep)
     _add_config_flags(p_rep)
     p_rep.add_argument("--out", type=_path("--out"), default=None, help="run folder (default: runs/mainline for the paper's settings, "
-                       "else runs/<op>-p<p>-frac<frac>-seed<seed>)")
+                       "runs/NAME for --preset NAME's, else runs/<op>-p<p>-frac<frac>-seed<seed>)")
     p_rep.add_argument("--paper", action="store_true", help=f"train the paper's full {PAPER_EPOCHS:,} epochs")
     p_rep.add_argument("--seeds", type=_number("--seeds", int, 1, minimum=1), default=1,
                        help="seeds to train, one after another (default: 1); Fig. 2 shades the spread")

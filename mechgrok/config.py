@@ -12,9 +12,12 @@ Alignment Forum post's sequence tasks: digit addition, repeated subsequences, ma
 fields of the other tasks are ignored by it, and each family declares the tasks it trains on
 (``registry.FAMILY_TASKS``).
 
-Serialised configs carry a schema version (``SCHEMA_VERSION``). Version 4 must name every
-field; versions 1 to 3 (written before the fields that later versions added) are read with
+Serialised configs carry a schema version (``SCHEMA_VERSION``). Version 5 must name every
+field; versions 1 to 4 (written before the fields that later versions added) are read with
 those fields set to the only values those versions had.
+
+Named settings of whole runs (the paper's mainline, the original code's, the TransformerLens
+demo's) are presets of this config, in :mod:`mechgrok.presets`.
 
 This module imports no torch, so the command line starts fast.
 """
@@ -29,11 +32,22 @@ from typing import Any
 
 from mechgrok.registry import FAMILIES, FAMILY_ACTIVATIONS, FAMILY_TASKS, SYMMETRIC_FAMILIES, TASKS
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MAX_SEED = 2**64 - 1
-READABLE_SCHEMAS = (1, 2, 3, 4)
+READABLE_SCHEMAS = (1, 2, 3, 4, 5)
 
-INITS = ("paper", "transformer_lens")
+# "paper": every weight ~ N(0, 1/d_model), W_U ~ N(0, 1/d_vocab), drawn in HookedTransformer's
+# parameter order; "transformer_lens": TransformerLens's own init; "original": the original
+# code's module drawn in its own order and shapes, then converted (mechgrok.models.original).
+INITS = ("paper", "transformer_lens", "original")
+# How the modular pairs are ordered before the first int(frac_train * p²) become train:
+# "torch", torch.randperm under a generator seeded with the split seed (the same permutation as
+# torch.manual_seed(s); torch.randperm(p²), the TransformerLens demo's); "python", Python's
+# random.seed(s); random.shuffle of the pairs in grid order (the original code's).
+SPLITS = ("torch", "python")
+# Which of a HookedTransformer's biases are held at zero: "non_mlp", all but the MLP's b_in and
+# b_out (the original model has MLP biases only); "all", every bias (the TransformerLens demo).
+FROZEN_BIASES = ("non_mlp", "all")
 LOSS_DTYPES = ("float64", "float32")
 # Which pairs a modular run draws its split from: every ordered (a, b), or the unordered
 # pairs a <= b (Pearce et al.: their MLP is symmetric in a and b, so (b, a) adds nothing).
@@ -66,6 +80,9 @@ _V2_DEFAULTS = {"task": "modular", "pairs": "ordered", "n_bits": 30, "parity_bit
 # Fields added by schema version 4, with the value every version-1 to -3 run had.
 _V3_DEFAULTS = {"n_digits": 5, "seq_len": 12, "n_symbols": 10, "repeat_len": 4, "data": "fixed", "n_layers": 1,
                 "attn_only": False, "batch_size": 0}
+# Fields added by schema version 5, with the value every version-1 to -4 run had.
+_V4_DEFAULTS = {"split": "torch", "split_seed": None, "model_seed": None, "unembed_equals": False,
+                "frozen_biases": "non_mlp"}
 
 
 def _group(name: str, default: Any) -> Any:
@@ -82,6 +99,8 @@ class Config:
     op: str = _group("task", "add")
     frac_train: float = _group("task", 0.3)
     seed: int = _group("task", 0)
+    split: str = _group("task", "torch")  # modular: the generator that orders the pairs (SPLITS)
+    split_seed: int | None = _group("task", None)  # modular: the split's seed; None: seed
     pairs: str = _group("task", "ordered")
     n_bits: int = _group("task", 30)  # sparse parity: bits per string
     parity_bits: int = _group("task", 3)  # sparse parity: the label is the parity of the first parity_bits
@@ -100,6 +119,9 @@ class Config:
     n_layers: int = _group("model", 1)  # the sequence transformer's blocks
     attn_only: bool = _group("model", False)  # the sequence transformer without MLPs
     init: str = _group("model", "paper")
+    model_seed: int | None = _group("model", None)  # transformer: the initialisation's seed; None: seed
+    unembed_equals: bool = _group("model", False)  # transformer: a p+1 wide unembed, with a logit for `=`
+    frozen_biases: str = _group("model", "non_mlp")  # transformer: the biases held at zero (FROZEN_BIASES)
     act_fn: str = _group("model", "relu")
     # optimiser
     lr: float = _group("optimiser", 1e-3)
@@ -123,9 +145,7 @@ class Config:
                 f"p={self.p} is even; the Fourier analyses need an odd modulus (a prime is best); "
                 "pick an odd p such as 113"
             )
-        _check_int(self, "seed", minimum=0)
-        if self.seed > MAX_SEED:  # torch.Generator.manual_seed takes 64-bit seeds
-            raise ValueError(f"seed={self.seed} is too large: seeds are 64-bit, 0 to 2**64 - 1 = {MAX_SEED}; pass e.g. seed=0")
+        _check_seed(self, "seed")
         _check_choice(self, "task", tuple(TASKS))
         _check_choice(self, "pairs", PAIRS)
         _check_int(self, "n_bits", minimum=1)
@@ -156,6 +176,7 @@ class Config:
                 "choose n_heads that divides d_model (the paper: d_model=128, n_heads=4)"
             )
         _check_choice(self, "init", INITS)
+        self._check_transformer_fields()
         _check_choice(self, "act_fn", ACT_FNS)
         allowed_acts = FAMILY_ACTIVATIONS.get(self.family, ("relu",))
         if self.act_fn not in allowed_acts:
@@ -213,6 +234,33 @@ class Config:
                 "choice of depth and MLPs; pass n_layers=1, attn_only=False"
             )
 
+    def _check_transformer_fields(self) -> None:
+        """The split, the init seed, the unembed width and the frozen biases are the modular
+        transformer's settings; another task or family would ignore them, so they are refused."""
+        _check_choice(self, "split", SPLITS)
+        _check_choice(self, "frozen_biases", FROZEN_BIASES)
+        for name in ("split_seed", "model_seed"):
+            if getattr(self, name) is not None:
+                _check_seed(self, name)
+        if not isinstance(self.unembed_equals, bool):
+            raise ValueError(f"unembed_equals={self.unembed_equals!r} must be true or false")
+        if self.task != "modular":
+            for name, default in (("split", "torch"), ("split_seed", None)):
+                if getattr(self, name) != default:
+                    raise ValueError(f"{name}={getattr(self, name)!r} applies to task='modular' only (the split of the "
+                                     f"p² pairs), not task={self.task!r}; pass {name}={default!r}")
+        if self.split == "python" and self.pairs != "ordered":
+            raise ValueError("split='python' shuffles every ordered pair, as the original code does; with "
+                             "pairs='unordered' pass split='torch'")
+        if self.family != "transformer":
+            if self.init == "original":
+                raise ValueError(f"init='original' draws the original code's module, family='transformer' only, not "
+                                 f"family={self.family!r}; pass init='paper'")
+            for name, default in (("model_seed", None), ("unembed_equals", False), ("frozen_biases", "non_mlp")):
+                if getattr(self, name) != default:
+                    raise ValueError(f"{name}={getattr(self, name)!r} applies to family='transformer' only, not "
+                                     f"family={self.family!r}; pass {name}={default!r}")
+
     def _check_symmetry(self) -> None:
         """A model symmetric in a and b (registry.SYMMETRIC_FAMILIES) fits only commutative operations,
         and only such a model may train on the unordered pairs (the mirrored half is in neither set)."""
@@ -240,10 +288,12 @@ class Config:
 
     @property
     def d_vocab_out(self) -> int:
-        """Output logits: the p residues (parity: 2, the labels 0 and 1; addition: the 10 digits;
-        induction: the symbols; max_list: the whole vocabulary)."""
+        """Output logits: the p residues, and ``=`` too with ``unembed_equals`` (p + 1: the original
+        code's unembed, whose softmax includes the ``=`` logit; accuracy and every analysis read the
+        p residues' logits only); parity: 2, the labels 0 and 1; addition: the 10 digits;
+        induction: the symbols; max_list: the whole vocabulary."""
         return {"parity": 2, "addition": 10, "induction": self.n_symbols, "max_list": 2 * self.n_symbols + 2}.get(
-            self.task, self.p)
+            self.task, self.p + 1 if self.unembed_equals else self.p)
 
     @property
     def n_ctx(self) -> int:
@@ -259,6 +309,28 @@ class Config:
     @property
     def betas(self) -> tuple[float, float]:
         return (self.beta1, self.beta2)
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the split: ``split_seed``, or ``seed`` when that is None."""
+        return self.seed if self.split_seed is None else self.split_seed
+
+    @property
+    def init_seed(self) -> int:
+        """The seed of the initialisation: ``model_seed``, or ``seed`` when that is None."""
+        return self.seed if self.model_seed is None else self.model_seed
+
+    def reseeded(self, seed: int) -> Config:
+        """This config for seed ``seed`` of a several-seed study: ``seed`` replaced, and a pinned
+        ``split_seed`` or ``model_seed`` moved by the same step, so that every seed differs in its
+        split and init while ``reseeded(self.seed)`` is this config itself (a preset that pins
+        the TransformerLens demo's seeds 598 and 999 reproduces the demo at its own seed)."""
+        step = seed - self.seed
+        return self.replace(
+            seed=seed,
+            split_seed=None if self.split_seed is None else self.split_seed + step,
+            model_seed=None if self.model_seed is None else self.model_seed + step,
+        )
 
     # serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -290,6 +362,8 @@ class Config:
             data = {**_V2_DEFAULTS, **data}
         if schema_version in (1, 2, 3):
             data = {**_V3_DEFAULTS, **data}
+        if schema_version in (1, 2, 3, 4):
+            data = {**_V4_DEFAULTS, **data}
         missing = sorted(known - set(data))
         if missing:
             raise ValueError(
@@ -341,6 +415,13 @@ def _check_int(cfg: Config, name: str, minimum: int) -> None:
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}={value!r} must be an integer >= {minimum}; pass e.g. {name}={max(minimum, 1)}")
+
+
+def _check_seed(cfg: Config, name: str) -> None:
+    _check_int(cfg, name, minimum=0)
+    value = getattr(cfg, name)
+    if value > MAX_SEED:  # torch.Generator.manual_seed takes 64-bit seeds
+        raise ValueError(f"{name}={value} is too large: seeds are 64-bit, 0 to 2**64 - 1 = {MAX_SEED}; pass e.g. {name}=0")
 
 
 def _check_number(cfg: Config, name: str) -> None:

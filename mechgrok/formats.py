@@ -27,13 +27,11 @@ run folder (``mechgrok import FILE --out RUN``).
 
 from __future__ import annotations
 
-import array
 import dataclasses
 import json
 import math
 import os
 import pickle
-import random
 import re
 import struct
 import zipfile
@@ -43,7 +41,6 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-import einops
 import pandas as pd
 import torch
 from jaxtyping import Int
@@ -51,8 +48,9 @@ from torch import Tensor
 
 from mechgrok import torchfile
 from mechgrok.config import Config
+from mechgrok.models import original
 from mechgrok.models.transformer import BUFFER_NAMES, PARAMETER_NAMES
-from mechgrok.tasks.base import Split
+from mechgrok.tasks.base import Split, python_shuffle_split
 
 __all__ = ["FORMATS", "ForeignRun", "import_run", "iter_foreign_checkpoints", "read_foreign", "read_foreign_epoch"]
 
@@ -60,6 +58,8 @@ FORMATS = ("transformer_lens_demo", "original")
 
 # The 16 parameters of mechgrok's HookedTransformer, in build_model's order; buffers are dropped.
 HOOKED_PARAMETERS = PARAMETER_NAMES
+# The original code's parameters, in the order its module registers them (mechgrok.models.original).
+_ORIGINAL_PARAMETERS = original.ORIGINAL_PARAMETERS
 
 _DEMO_KEYS = (
     "model", "config", "checkpoints", "checkpoint_epochs", "train_losses", "test_losses", "train_indices", "test_indices"
@@ -594,7 +594,7 @@ def _open_original(path: str, data: dict) -> tuple[ForeignRun, _Checkpoints]:
         )
     if n_heads * d_head != d_model:
         raise ValueError(f"{path}: W_Q has {n_heads} heads of d_head={d_head}, which does not make config.d_model={d_model}")
-    expected = _original_shapes(n_heads, d_head, d_model, d_mlp, d_vocab)
+    expected = original.original_shapes(n_heads, d_head, d_model, d_mlp, d_vocab)
 
     train_losses = _losses(path, data, "train_losses")
     test_losses = _losses(path, data, "test_losses")
@@ -611,6 +611,7 @@ def _open_original(path: str, data: dict) -> tuple[ForeignRun, _Checkpoints]:
         n_heads=n_heads,
         d_mlp=d_mlp,
         init="paper",
+        split="python",
         lr=cfg["lr"],
         weight_decay=cfg["weight_decay"],
         beta1=0.9,
@@ -625,7 +626,8 @@ def _open_original(path: str, data: dict) -> tuple[ForeignRun, _Checkpoints]:
         sd = _as_state_dict(path, where, sd)
         params = {key: value for key, value in sd.items() if key != "blocks.0.attn.mask"}
         _check_shapes(path, where, params, expected, p)
-        return _original_to_hooked(params, p)
+        hooked = original.to_hooked(params, p)
+        return {name: hooked[name] for name in HOOKED_PARAMETERS}
 
     # The loss history counts the steps taken, even when the run stopped before num_epochs.
     steps = len(train_losses) if train_losses is not None else config.epochs
@@ -635,73 +637,11 @@ def _open_original(path: str, data: dict) -> tuple[ForeignRun, _Checkpoints]:
         d_vocab_out=d_vocab,
         state_dict=convert("model", model),
         checkpoints=[],
-        split=_original_split(p, config.frac_train, config.seed),
+        split=python_shuffle_split(p * p, config.frac_train, config.seed),
         metrics=_metrics(train_losses, test_losses, test_stride=stride),
         final_epoch=_final_epoch(steps, checkpoint_epochs),
     )
     return run, _Checkpoints("state_dicts", checkpoint_epochs, checkpoint_sds, convert)
-
-
-def _original_shapes(n_heads: int, d_head: int, d_model: int, d_mlp: int, d_vocab: int) -> dict[str, tuple[int, ...]]:
-    """The original code's own layout (docs/formats.md)."""
-    return {
-        "embed.W_E": (d_model, d_vocab),
-        "pos_embed.W_pos": (3, d_model),
-        "blocks.0.attn.W_Q": (n_heads, d_head, d_model),
-        "blocks.0.attn.W_K": (n_heads, d_head, d_model),
-        "blocks.0.attn.W_V": (n_heads, d_head, d_model),
-        "blocks.0.attn.W_O": (d_model, n_heads * d_head),
-        "blocks.0.mlp.W_in": (d_mlp, d_model),
-        "blocks.0.mlp.b_in": (d_mlp,),
-        "blocks.0.mlp.W_out": (d_model, d_mlp),
-        "blocks.0.mlp.b_out": (d_model,),
-        "unembed.W_U": (d_model, d_vocab),
-    }
-
-
-_ORIGINAL_PARAMETERS = tuple(_original_shapes(1, 1, 1, 1, 1))
-
-
-def _original_to_hooked(sd: dict[str, Tensor], p: int) -> dict[str, Tensor]:
-    """Original layout -> HookedTransformer layout; the biases the original lacks are zeros."""
-    n_heads, d_head, d_model = sd["blocks.0.attn.W_Q"].shape
-    d_vocab = sd["unembed.W_U"].shape[1]
-    out = {
-        # W_E columns past p belong to tokens that never occur (see _read_original); mechgrok's
-        # model embeds exactly the p+1 tokens 0..p.
-        "embed.W_E": sd["embed.W_E"].T[: p + 1],
-        "pos_embed.W_pos": sd["pos_embed.W_pos"],
-        "blocks.0.mlp.W_in": sd["blocks.0.mlp.W_in"].T,
-        "blocks.0.mlp.b_in": sd["blocks.0.mlp.b_in"],
-        "blocks.0.mlp.W_out": sd["blocks.0.mlp.W_out"].T,
-        "blocks.0.mlp.b_out": sd["blocks.0.mlp.b_out"],
-        "unembed.W_U": sd["unembed.W_U"],
-        # The original concatenates head outputs head-major, z_flat = "(head d_head)", before W_O.
-        "blocks.0.attn.W_O": einops.rearrange(
-            sd["blocks.0.attn.W_O"], "d_model (head d_head) -> head d_head d_model", head=n_heads, d_head=d_head
-        ),
-        "blocks.0.attn.b_O": torch.zeros(d_model),
-        "unembed.b_U": torch.zeros(d_vocab),
-    }
-    for x in "QKV":
-        out[f"blocks.0.attn.W_{x}"] = einops.rearrange(sd[f"blocks.0.attn.W_{x}"], "head d_head d_model -> head d_model d_head")
-        out[f"blocks.0.attn.b_{x}"] = torch.zeros(n_heads, d_head)
-    return {name: out[name].contiguous() for name in HOOKED_PARAMETERS}
-
-
-def _original_split(p: int, frac_train: float, seed: int) -> Split:
-    """The original's split: ``random.seed(seed); random.shuffle`` of the lexicographic list of
-    (a, b, p) triples, then the first ``int(frac_train * p²)`` are train.
-
-    A shuffle's permutation depends only on the list's length and the generator, so shuffling
-    the flat indices a*p + b gives the same order; a local ``random.Random(seed)`` is seeded
-    exactly as ``random.seed(seed)`` seeds the global one, which is left alone.
-    """
-    order = array.array("q", range(p * p))  # 8 bytes an index, where a list of ints takes ~36
-    random.Random(seed).shuffle(order)
-    n_train = int(frac_train * len(order))
-    indices = torch.frombuffer(order, dtype=torch.long).clone()
-    return Split(train=indices[:n_train], test=indices[n_train:])
 
 
 # ---------------------------------------------------------------------------------------------

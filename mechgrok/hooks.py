@@ -26,7 +26,7 @@ out_pos        the output positions of a model that reads out once (Pearce et al
 bit            one input of the sparse-parity MLP: the n_bits bits, then the constant-1 bias input
 d_model        the residual stream
 d_vocab        input tokens: p residues and ``=`` (p + 1)
-d_vocab_out    output logits: p, or p + 1 for old checkpoints that include ``=``
+d_vocab_out    output logits: p, or p + 1 with ``=`` included (``Config.unembed_equals``, the original code's)
 =============  ==========================================================================
 """
 

@@ -182,6 +182,34 @@ def test_key_frequency_rules(acts):
         circuits.key_frequencies(acts, ratio=2)
 
 
+def test_the_original_rule_takes_every_neurons_best_frequency_below_the_last():
+    K = (P - 1) // 2  # 15: the original's search stops at K - 1 = 14
+    neurons = torch.zeros(P * P, 7, dtype=torch.float64)
+    neurons[:, 0] = wave(torch.cos, 4, A + B)  # pure: frequency 4, fraction 1
+    neurons[:, 1] = wave(torch.cos, 4, A + B) + wave(torch.sin, 4, A)  # frequency 4 again: counted once
+    # a weak neuron: 9 has the largest share but well under 0.85, so no cluster takes it
+    neurons[:, 2] = 1.0 * wave(torch.cos, 9, A) + 0.9 * wave(torch.cos, 2, B) + 0.8 * wave(torch.sin, 11, A)
+    # mostly the last frequency, which the original never considers: its best below K is 1
+    neurons[:, 3] = wave(torch.cos, K, A + B) + 0.1 * wave(torch.cos, 1, A)
+    neurons[:, 4] = 0.0  # dead: no frequency
+    neurons[:, 5] = 3.0  # constant: no variance, no frequency
+    neurons[:, 6] = wave(torch.cos, 7, A) * wave(torch.cos, 7, B)  # a product term of 7
+    assert circuits.key_frequencies_original(neurons) == [1, 4, 7, 9]
+    clusters = circuits.neuron_clusters(neurons)
+    assert clusters.loc[2, "cluster"] == circuits.OTHER_CLUSTER and clusters.loc[3, "frequency"] == K
+    assert circuits.key_frequencies_from_clusters(clusters) == [4, 7, K]  # mechgrok's rule differs on both
+    with pytest.raises(ValueError, match="empty for p=3"):
+        circuits.key_frequencies_original(torch.randn(9, 2))
+
+
+def test_the_original_rule_on_the_trained_model_matches_a_direct_count(acts):
+    frac = ref_frequency_fractions(acts.neurons)[:, :-1]  # numpy, from scratch; k = 1..K-1
+    best = {int(k) + 1 for k, f in zip(frac.argmax(1), frac.max(1)) if f > 0}
+    assert circuits.key_frequencies(acts, "original") == sorted(best)
+    # every neuron counts, so the rule's set holds the big clusters' frequencies
+    assert set(circuits.key_frequencies(acts, "clusters")) - {(P - 1) // 2} <= best
+
+
 # ----------------------------------------------------------------------------- logits
 def test_logit_fourier_norms_of_a_pure_wave():
     c = torch.arange(P).double()

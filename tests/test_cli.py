@@ -22,8 +22,8 @@ SMALL = ["--p", "11", "--frac-train", "0.5", "--checkpoint-every", "10", "--no-p
 
 
 def flags(cfg: Config) -> list[str]:
-    """Every field of ``cfg`` as command-line flags."""
-    return [a for f, v in cfg.to_dict().items() for a in ("--" + f.replace("_", "-"), str(v))]
+    """Every field of ``cfg`` as command-line flags (a seed left None, "the run's seed", is a flag not given)."""
+    return [a for f, v in cfg.to_dict().items() if v is not None for a in ("--" + f.replace("_", "-"), str(v))]
 
 
 def test_every_config_field_is_a_flag_in_its_group():

@@ -220,7 +220,7 @@ def test_mentioned_mechgrok_names_resolve() -> None:
 # ----------------------------------------------------------------------------- docs/architecture.md
 # The layers of docs/architecture.md, bottom up, and the upward imports it names.
 LAYERS = [
-    ("mechgrok.config", "mechgrok.registry", "mechgrok.hooks", "mechgrok.scoring", "mechgrok.speed"),
+    ("mechgrok.config", "mechgrok.presets", "mechgrok.registry", "mechgrok.hooks", "mechgrok.scoring", "mechgrok.speed"),
     ("mechgrok.tasks",),
     ("mechgrok.models",),
     ("mechgrok.tensorfile", "mechgrok.torchfile", "mechgrok.runs", "mechgrok.formats", "mechgrok.training", "mechgrok.sweeps"),

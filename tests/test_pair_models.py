@@ -155,18 +155,25 @@ def test_parity_family_needs_the_parity_task():
 
 
 V4_FIELDS = ("n_digits", "seq_len", "n_symbols", "repeat_len", "data", "n_layers", "attn_only", "batch_size")
+V5_FIELDS = ("split", "split_seed", "model_seed", "unembed_equals", "frozen_biases")
 
 
-def test_versions_2_and_3_configs_read_with_the_fields_later_versions_added(tmp_path):
+def test_versions_2_to_4_configs_read_with_the_fields_later_versions_added(tmp_path):
     cfg = Config(p=11)
-    v3 = {k: v for k, v in cfg.to_dict().items() if k not in V4_FIELDS}
+    v4 = {k: v for k, v in cfg.to_dict().items() if k not in V5_FIELDS}
+    v3 = {k: v for k, v in v4.items() if k not in V4_FIELDS}
+    (tmp_path / "config.json").write_text(json.dumps({"format": "mechgrok", "schema_version": 4, "config": v4}))
+    assert read_config(tmp_path) == cfg
     (tmp_path / "config.json").write_text(json.dumps({"format": "mechgrok", "schema_version": 3, "config": v3}))
     assert read_config(tmp_path) == cfg
     fields = {k: v for k, v in v3.items()
               if k not in ("task", "pairs", "n_bits", "parity_bits", "n_train", "n_test", "act_fn", "decay", "loss_scale")}
     (tmp_path / "config.json").write_text(json.dumps({"format": "mechgrok", "schema_version": 2, "config": fields}))
     assert read_config(tmp_path) == cfg
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
+    (tmp_path / "config.json").write_text(json.dumps({"format": "mechgrok", "schema_version": 5, "config": v4}))
+    with pytest.raises(ValueError, match="lacks field"):
+        read_config(tmp_path)  # a version-5 config must name the fields version 5 added
     (tmp_path / "config.json").write_text(json.dumps({"format": "mechgrok", "schema_version": 4, "config": v3}))
     with pytest.raises(ValueError, match="lacks field"):
         read_config(tmp_path)  # a version-4 config must name the fields version 4 added

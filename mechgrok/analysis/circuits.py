@@ -60,6 +60,7 @@ __all__ = [
     "key_frequencies",
     "key_frequencies_from_norms",
     "key_frequencies_from_clusters",
+    "key_frequencies_original",
     "logit_fourier_norms",
     "top_logit_components",
     "LogitFit",
@@ -355,11 +356,14 @@ def clustered_neurons(clusters: pd.DataFrame) -> dict[int, int]:
 
 
 # ----------------------------------------------------------------------------- key frequencies
-# name -> what it reads. The default is the paper's own definition.
+# name -> what it reads. The default is the paper's own definition; "original" is the original
+# code's rule; "clusters" and "W_E" are mechgrok's own (the TransformerLens demo has no rule: it
+# hard-codes [17, 25, 32, 47], which progress.compute_measures(key_freqs=...) takes as they are).
 KEY_FREQUENCY_RULES: dict[str, str] = {
     "W_L": "frequencies whose W_L Fourier norm exceeds ratio × the largest (paper: non-trivial W_L coefficients)",
-    "clusters": "frequencies of neuron clusters with at least min_cluster_size neurons (the original code)",
-    "W_E": "frequencies whose W_E Fourier norm exceeds ratio × the largest (the TransformerLens demo, ratio 1/4)",
+    "original": "the distinct best frequencies of every neuron, k = 1..(p-1)/2 - 1, no threshold (the original code)",
+    "clusters": "frequencies of neuron clusters (threshold) with at least min_cluster_size neurons (mechgrok's rule)",
+    "W_E": "frequencies whose W_E Fourier norm exceeds ratio × the largest (mechgrok's rule; the demo has none)",
 }
 DEFAULT_KEY_FREQUENCY_RULE = "W_L"
 
@@ -378,9 +382,26 @@ def key_frequencies_from_clusters(clusters: pd.DataFrame, min_cluster_size: int 
     return sorted(int(k) for k, n in sizes.items() if n >= min_cluster_size)
 
 
+def key_frequencies_original(neurons: Float[Tensor, "batch neuron"]) -> list[int]:
+    """The original code's key frequencies: the distinct best frequencies of every neuron.
+
+    Each neuron's frequency is the k with the largest fraction of its variance in k's 8 terms
+    (:func:`neuron_frequency_fractions`), searched over k = 1..(p-1)/2 - 1 as the original's
+    search is (it never considers the last frequency); there is no threshold and no cluster
+    size, so one neuron is enough to make a frequency key. A neuron without variance (dead) has
+    no best frequency and adds none.
+    """
+    frac = neuron_frequency_fractions(neurons)[:, :-1]  # drop k = (p-1)/2
+    if frac.shape[1] == 0:
+        raise ValueError(f"the original rule searches k = 1..(p-1)/2 - 1, which is empty for p={math.isqrt(neurons.shape[0])}; "
+                         "use p >= 5 or another rule")
+    best, k_idx = frac.max(dim=1)
+    return sorted({int(k) + 1 for k, b in zip(k_idx.tolist(), best.tolist()) if b > 0})
+
+
 def key_frequencies(
     acts: GridActivations,
-    rule: Literal["W_L", "clusters", "W_E"] = DEFAULT_KEY_FREQUENCY_RULE,
+    rule: Literal["W_L", "original", "clusters", "W_E"] = DEFAULT_KEY_FREQUENCY_RULE,
     *,
     ratio: float = 0.25,
     threshold: float = 0.85,
@@ -389,9 +410,13 @@ def key_frequencies(
     """The frequencies the model uses, by one of ``KEY_FREQUENCY_RULES`` (default ``"W_L"``).
 
     * ``"W_L"`` (default, the paper's definition): W_L's Fourier norm per frequency > ``ratio`` × max.
-    * ``"clusters"`` (the original code): the frequencies of neuron clusters (``threshold``) with at
+    * ``"original"`` (the original code's rule): the distinct best frequencies of every neuron
+      (:func:`key_frequencies_original`; no threshold, no size cut, k ≤ (p−1)/2 − 1). It agrees
+      with ``"clusters"`` once every neuron sits on a key frequency.
+    * ``"clusters"`` (mechgrok's rule): the frequencies of neuron clusters (``threshold``) with at
       least ``min_cluster_size`` neurons (default: 1% of the neurons, at least 1).
-    * ``"W_E"`` (the TransformerLens demo): W_E's Fourier norm per frequency > ``ratio`` × max.
+    * ``"W_E"`` (mechgrok's rule): W_E's Fourier norm per frequency > ``ratio`` × max. The
+      TransformerLens demo has no rule of its own; it hard-codes [17, 25, 32, 47].
 
     Fix them on the final model and reuse them at every checkpoint.
     """
@@ -399,6 +424,8 @@ def key_frequencies(
         return key_frequencies_from_norms(neuron_logit_fourier_norms(acts.W_L).frequency, ratio)
     if rule == "W_E":
         return key_frequencies_from_norms(embedding_fourier_norms(acts.W_E, acts.p).frequency, ratio)
+    if rule == "original":
+        return key_frequencies_original(acts.neurons)
     if rule == "clusters":
         n = acts.neurons.shape[1]
         size = max(1, round(0.01 * n)) if min_cluster_size is None else min_cluster_size

@@ -8,16 +8,21 @@ Everything else reads the model through its hook names and weight properties (``
 from __future__ import annotations
 
 import math
+import random
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 from mechgrok import hooks
 from mechgrok.config import Config
+from mechgrok.models import original
 from mechgrok.models.family import ModelFamily
 from mechgrok.models.lens import HookedTransformer, HookedTransformerConfig, new_hooked_transformer
 from mechgrok.tasks.base import Split
 
-__all__ = ["BUFFER_NAMES", "FAMILY", "FROZEN_BIASES", "HookedTransformer", "PARAMETER_NAMES", "build_model", "hooked_config"]
+__all__ = ["BUFFER_NAMES", "FAMILY", "FROZEN_BIASES", "HookedTransformer", "PARAMETER_NAMES", "build_model", "frozen_parameters",
+           "hooked_config", "original_init", "paper_init"]
 
 # The model's parameters, in build_model's (TransformerLens's) order.
 PARAMETER_NAMES = (
@@ -44,6 +49,13 @@ BUFFER_NAMES = frozenset({"blocks.0.attn.mask", "blocks.0.attn.IGNORE"})
 
 # The original model has MLP biases only; a HookedTransformer's other biases are held at zero.
 FROZEN_BIASES = ("blocks.0.attn.b_Q", "blocks.0.attn.b_K", "blocks.0.attn.b_V", "blocks.0.attn.b_O", "unembed.b_U")
+_ALL_BIASES = tuple(name for name in PARAMETER_NAMES if name.rsplit(".", 1)[-1].startswith("b_"))
+
+
+def frozen_parameters(cfg: Config) -> tuple[str, ...]:
+    """The parameters held at zero and never trained: the non-MLP biases (``frozen_biases='non_mlp'``),
+    or every bias (``'all'``, the TransformerLens demo's ``requires_grad = False`` on each ``b_``)."""
+    return _ALL_BIASES if cfg.frozen_biases == "all" else FROZEN_BIASES
 
 
 def hooked_config(cfg: Config, d_vocab_out: int | None = None) -> HookedTransformerConfig:
@@ -58,7 +70,7 @@ def hooked_config(cfg: Config, d_vocab_out: int | None = None) -> HookedTransfor
         n_ctx=cfg.n_ctx,
         act_fn="relu",
         normalization_type=None,
-        seed=cfg.seed if cfg.init == "transformer_lens" else None,
+        seed=cfg.init_seed if cfg.init == "transformer_lens" else None,
         init_weights=cfg.init == "transformer_lens",
         device="cpu",
     )
@@ -70,24 +82,30 @@ def build_model(
     d_vocab_out: int | None = None,
     split: Split | None = None,
 ) -> HookedTransformer:
-    """A ``HookedTransformer`` of the paper's shape (docs/training.md), initialised from ``cfg.seed``.
+    """A ``HookedTransformer`` of the paper's shape (docs/training.md), initialised from ``cfg.init_seed``
+    (``model_seed``, else ``seed``).
 
     ``cfg.init == "paper"``: every weight ~ N(0, 1/d_model), W_U ~ N(0, 1/d_vocab), biases 0.
-    ``cfg.init == "transformer_lens"``: TransformerLens's own init with ``seed=cfg.seed``.
-    The global RNG is left as it was either way. The non-MLP biases are zero and frozen.
-    ``d_vocab_out`` overrides the unembed width (the original code trained a p+1 wide one).
-    With ``split``, the model is attached to its task and split (:func:`mechgrok.runs.attach`),
-    so ``ablate_frequencies(model, ks)`` knows what it was trained on.
+    ``cfg.init == "transformer_lens"``: TransformerLens's own init, ``HookedTransformerConfig(seed=...)``.
+    ``cfg.init == "original"``: the original code's module drawn in its order (:func:`original_init`).
+    The global RNGs (torch's, Python's and numpy's, which TransformerLens seeds) are left as they
+    were. The biases of :func:`frozen_parameters` are zero and frozen. The unembed is
+    ``cfg.d_vocab_out`` wide (p + 1 with ``unembed_equals``); ``d_vocab_out`` overrides it (a
+    checkpoint read as its file has it). With ``split``, the model is attached to its task and
+    split (:func:`mechgrok.runs.attach`), so ``ablate_frequencies(model, ks)`` knows what it was
+    trained on.
     """
-    with torch.random.fork_rng(devices=[]):  # TransformerLens seeds the global RNG
+    with _global_rngs_kept():  # TransformerLens seeds the global RNGs
         model = new_hooked_transformer(hooked_config(cfg, d_vocab_out))
     if cfg.init == "paper":
         paper_init(model, cfg)
+    elif cfg.init == "original":
+        original_init(model, cfg)
+    frozen = frozen_parameters(cfg)
     for name, param in model.named_parameters():
-        if name in FROZEN_BIASES:
+        if name in frozen:
             param.requires_grad_(False)
-            if cfg.init == "paper":
-                param.data.zero_()
+            param.data.zero_()
     if split is not None:
         from mechgrok.runs import attach
 
@@ -95,15 +113,42 @@ def build_model(
     return model
 
 
+@contextmanager
+def _global_rngs_kept():
+    python, numpy = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+
+
 @torch.no_grad()
 def paper_init(model: HookedTransformer, cfg: Config) -> None:
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.init_seed)
     for name, param in model.named_parameters():
         if name.split(".")[-1].startswith("b_"):
             param.zero_()
             continue
         std = 1 / math.sqrt(cfg.d_vocab if name == "unembed.W_U" else cfg.d_model)
         param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+@torch.no_grad()
+def original_init(model: HookedTransformer, cfg: Config) -> None:
+    """The original code's init: its module's weights drawn as ``torch.manual_seed(init_seed)``
+    and building the module would draw them (:func:`mechgrok.models.original.original_weights`),
+    converted into this model's orientation. W_U is drawn p + 1 wide, as the original's; a model
+    with a p-wide unembed keeps its first p columns (the ``=`` column is dropped)."""
+    generator = torch.Generator().manual_seed(cfg.init_seed)
+    weights = original.original_weights(cfg.n_heads, cfg.d_head, cfg.d_model, cfg.d_mlp, cfg.d_vocab, generator, cfg.n_ctx)
+    hooked = original.to_hooked(weights, cfg.p)
+    for name, param in model.named_parameters():
+        value = hooked[name]
+        if name in ("unembed.W_U", "unembed.b_U"):
+            value = value[..., : param.shape[-1]]
+        param.copy_(value)
 
 
 FAMILY = ModelFamily(

@@ -264,6 +264,19 @@ def _seed_sentence(seed: int, metrics: pd.DataFrame) -> str:
             f"(test loss {last['test_loss']:.3g}); {memorized}.")
 
 
+def _over_seeds(frames: list[pd.DataFrame]) -> str:
+    """One sentence over every seed: when test accuracy reached GROKKED_TEST_ACCURACY, and the test-loss peak."""
+    reached = sorted(e for e in (first_epoch_reaching(f, "test_acc") for f in frames) if e is not None)
+    peaks = [f.loc[f["test_loss"].idxmax()] for f in frames]
+    peak_text = (f"the test loss peaks at {min(r['test_loss'] for r in peaks):.3g}–{max(r['test_loss'] for r in peaks):.3g}, "
+                 f"at epochs {min(int(r['epoch']) for r in peaks):,}–{max(int(r['epoch']) for r in peaks):,}")
+    if not reached:
+        return f"Over the {len(frames)} seeds, none reached test accuracy {GROKKED_TEST_ACCURACY:g}; {peak_text}."
+    median = int(pd.Series(reached).median())
+    return (f"{len(reached)} of {len(frames)} seeds reached test accuracy {GROKKED_TEST_ACCURACY:g}, at epochs "
+            f"{reached[0]:,}–{reached[-1]:,} (median {median:,}); {peak_text}.")
+
+
 def fig2_loss_curves(a: RunAnalysis) -> FigureOutput:
     """Fig. 2: train/test loss and accuracy; min-max bands when the run folder holds several seeds."""
     frames, sentences = [], []
@@ -278,9 +291,13 @@ def fig2_loss_curves(a: RunAnalysis) -> FigureOutput:
         raise ValueError(f"{a.run_dir} has no metrics.csv yet; train it first")
     curves = pd.concat(frames, ignore_index=True)[["seed", "epoch", "train_loss", "test_loss", "train_acc", "test_acc"]]
     n = curves["seed"].nunique()
+    logits = (f" over all {a.config.d_vocab_out} logits, `=` included (unembed_equals)" if a.config.unembed_equals
+              else "")
     caption = " ".join([
         f"Train and test loss and accuracy of {n} seed{'s' if n > 1 else ''}"
-        + (": median line, min-max band." if n > 1 else ".") + f" Loss is {a.config.loss_dtype} cross-entropy (the run's loss precision).",
+        + (": median line, min-max band." if n > 1 else ".")
+        + f" Loss is {a.config.loss_dtype} cross-entropy{logits} (the run's loss).",
+        *([_over_seeds(frames)] if n > 1 else []),
         *sentences,
         _paper(f"trained {nanda2023.EPOCHS:,} epochs to a final loss of {nanda2023.FINAL_LOSS:.3g} on all pairs."),
     ])

@@ -296,12 +296,13 @@ def reproduce(
 
     ``epochs`` overrides ``config.epochs`` when given. The seeds are ``config.seed ..
     config.seed + seeds - 1``. A folder whose run already reached the epochs is reused
-    without training; a shorter one is extended. ``threads`` is the torch thread count of
-    training (default :func:`mechgrok.speed.resolve_threads`). The seeds train by the
-    executor :func:`plan_training` picks for the machine, recorded in ``summary["training"]``:
-    with ``device="cuda"`` all in one stacked program on the GPU; on the CPU as many
-    independent processes at once as this process has usable cores, each on ``threads``
-    threads, unless ``parallel`` (processes at once; 1: one after another) is given.
+    without training; a shorter one is extended. Seed s trains ``config.reseeded(s)``: a
+    config that pins ``split_seed`` or ``model_seed`` moves them with the seed. ``threads`` is
+    the torch thread count of training (default :func:`mechgrok.speed.resolve_threads`). The
+    seeds train by the executor :func:`plan_training` picks for the machine, recorded in
+    ``summary["training"]``: with ``device="cuda"`` all in one stacked program on the GPU; on
+    the CPU as many independent processes at once as this process has usable cores, each on
+    ``threads`` threads, unless ``parallel`` (processes at once; 1: one after another) is given.
     ``device`` also runs the progress measures' forward passes. ``on_step`` hears about each
     step, including a resumption and the executor chosen.
     """
@@ -322,7 +323,8 @@ def reproduce(
     t_start = time.perf_counter()
 
     seed_list = [base.seed + i for i in range(seeds)]
-    jobs = [(seed, base.replace(seed=seed), seed_dir(out, seed, base.seed)) for seed in seed_list]
+    # a pinned split_seed or model_seed (the tl-demo preset's) moves with the seed (Config.reseeded)
+    jobs = [(seed, base.reseeded(seed), seed_dir(out, seed, base.seed)) for seed in seed_list]
     reused = []
     trained_seeds, plan = _train_seeds(jobs, parallel, progress_bar, say, threads, device)
     for seed, (trained, seconds) in trained_seeds.items():

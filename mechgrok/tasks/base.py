@@ -17,14 +17,16 @@ the others with a clear error.
 from __future__ import annotations
 
 import abc
+import array
 import hashlib
+import random
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
-__all__ = ["Task", "FiniteTask", "SampledTask", "Split", "make_split", "stream_seed", "stream_generator"]
+__all__ = ["Task", "FiniteTask", "SampledTask", "Split", "make_split", "python_shuffle_split", "stream_seed", "stream_generator"]
 
 
 class Task(abc.ABC):
@@ -106,17 +108,37 @@ def make_split(n_examples: int, frac_train: float, seed: int) -> Split:
 
     Uses its own generator, so the global RNG is left alone.
     """
+    n_train = _n_train(n_examples, frac_train)
+    # a generator of its own: torch.manual_seed(seed); torch.randperm(n) gives this same permutation
+    perm = torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed))
+    return Split(train=perm[:n_train], test=perm[n_train:])
+
+
+def python_shuffle_split(n_examples: int, frac_train: float, seed: int) -> Split:
+    """The original code's split: Python's ``random.seed(seed)``, then ``random.shuffle`` of the
+    examples in the task's order; the first ``int(frac_train * n_examples)`` are train.
+
+    A shuffle's permutation depends only on the list's length and the generator, so shuffling
+    the indices 0..n-1 orders them as the examples would be; a local ``random.Random(seed)`` is
+    seeded exactly as ``random.seed(seed)`` seeds the global one, which is left alone.
+    """
+    n_train = _n_train(n_examples, frac_train)
+    order = array.array("q", range(n_examples))  # 8 bytes an index, where a list of ints takes ~36
+    random.Random(seed).shuffle(order)
+    indices = torch.frombuffer(order, dtype=torch.long).clone()
+    return Split(train=indices[:n_train], test=indices[n_train:])
+
+
+def _n_train(n_examples: int, frac_train: float) -> int:
     if isinstance(frac_train, bool) or not isinstance(frac_train, (int, float)) or not 0 < frac_train < 1:
         raise ValueError(f"frac_train={frac_train!r} must be in (0, 1); the paper uses frac_train=0.3")
-    generator = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n_examples, generator=generator)
     n_train = int(frac_train * n_examples)
     if n_train == 0 or n_train == n_examples:
         raise ValueError(
             f"frac_train={frac_train} leaves {n_train} of {n_examples} examples for training; "
             "choose frac_train so both train and test sets are non-empty"
         )
-    return Split(train=perm[:n_train], test=perm[n_train:])
+    return n_train
 
 
 def stream_seed(stream: str, seed: int) -> int:

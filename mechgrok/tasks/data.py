@@ -4,8 +4,10 @@
 is turned into tensors in one place:
 
 * modular arithmetic (``task='modular'``): all pairs of the task in grid order, split by
-  :func:`mechgrok.tasks.base.make_split`, or, with ``pairs='unordered'``, a split of the pairs
-  a <= b only (:func:`unordered_split`; the other half of the grid is in neither set);
+  :func:`modular_split` (``Config.split``: :func:`mechgrok.tasks.base.make_split`, or the
+  original code's :func:`mechgrok.tasks.base.python_shuffle_split`, from ``Config.data_seed``),
+  or, with ``pairs='unordered'``, a split of the pairs a <= b only (:func:`unordered_split`;
+  the other half of the grid is in neither set);
 * sparse parity (``task='parity'``): ``n_train`` strings from the seed's train stream, then
   ``n_test`` from its test stream; the split is the first ``n_train`` rows and the rest;
 * the sequence tasks (``addition``, ``induction``, ``max_list``): the same, from the streams
@@ -22,12 +24,12 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from mechgrok.tasks.base import Split, Task, make_split, stream_generator
+from mechgrok.tasks.base import Split, Task, make_split, python_shuffle_split, stream_generator
 from mechgrok.tasks.modular import ModularTask
 from mechgrok.tasks.parity import ParityTask, test_generator, train_generator
 from mechgrok.tasks.sequence import AdditionTask, InductionTask, MaxListTask, SequenceTask
 
-__all__ = ["RunData", "build_task", "run_data", "fresh_batch", "unordered_split", "n_examples"]
+__all__ = ["RunData", "build_task", "run_data", "fresh_batch", "modular_split", "unordered_split", "n_examples"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,15 @@ def unordered_split(p: int, frac_train: float, seed: int) -> Split:
     return Split(train=flat[pairs.train], test=flat[pairs.test])
 
 
+def modular_split(cfg) -> Split:
+    """The train/test split of a modular run of ``cfg``, as grid indices a*p + b: ``cfg.split``'s
+    generator seeded with ``cfg.data_seed`` (the unordered pairs: :func:`unordered_split`)."""
+    if cfg.pairs == "unordered":
+        return unordered_split(cfg.p, cfg.frac_train, cfg.data_seed)
+    draw = python_shuffle_split if cfg.split == "python" else make_split
+    return draw(cfg.p * cfg.p, cfg.frac_train, cfg.data_seed)
+
+
 def run_data(cfg) -> RunData:
     """The examples, labels and split of a run of ``cfg`` (the same config gives the same tensors)."""
     task = build_task(cfg)
@@ -96,8 +107,4 @@ def run_data(cfg) -> RunData:
             test_x, test_y = torch.cat([train_x, test_x]), torch.cat([train_y, test_y])
         split = Split(train=torch.arange(n_train), test=torch.arange(n_train, n_train + cfg.n_test))
         return RunData(task, test_x, test_y, split)
-    if cfg.pairs == "unordered":
-        split = unordered_split(cfg.p, cfg.frac_train, cfg.seed)
-    else:
-        split = make_split(task.n_pairs, cfg.frac_train, cfg.seed)
-    return RunData(task, task.tokens(), task.labels(), split)
+    return RunData(task, task.tokens(), task.labels(), modular_split(cfg))

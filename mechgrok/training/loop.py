@@ -38,7 +38,8 @@ from mechgrok.config import Config
 from mechgrok import registry
 from mechgrok.models.fastpath import check_supported
 from mechgrok.models.transformer import HookedTransformer
-from mechgrok.tasks.base import Split, make_split, stream_generator
+from mechgrok.tasks.base import Split, stream_generator
+from mechgrok.tasks.data import modular_split
 from mechgrok.tasks.modular import ModularTask
 from mechgrok.training.device import resolve_device, to_device
 from mechgrok.training.memory import check_fits
@@ -158,7 +159,7 @@ def train(
     dev = resolve_device(device)
     check_fits([cfg])
     if cfg.batch_size:  # before the lock, which creates the folder
-        _check_batch_size(cfg, len(make_split(ModularTask(cfg.p, cfg.op).n_pairs, cfg.frac_train, cfg.seed).train))
+        _check_batch_size(cfg, len(modular_split(cfg).train))
     with runs.lock_run_folder(Path(out_dir)), speed.torch_threads(threads) as n, speed.tuned_malloc(tune_process), \
             speed.fast_float32_matmul(tune_process and dev.type == "cpu"), \
             speed.flushed_denormals(tune_process and dev.type == "cpu"):
@@ -177,7 +178,7 @@ def _train(cfg: Config, out_dir: Path, progress: bool, on_eval: Callable[[dict],
     runs.clear_unfinished_writes(out_dir)  # train() holds the folder's lock
     resume = _existing_run(out_dir, cfg)
     if resume is None:
-        split = make_split(task.n_pairs, cfg.frac_train, cfg.seed)
+        split = modular_split(cfg)
         _check_batch_size(cfg, len(split.train))  # before anything is written
         model = to_device(family.build(cfg), dev)
         runs.attach(model, cfg, split)
