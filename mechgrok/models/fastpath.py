@@ -3,10 +3,11 @@
 Only the last position feeds the loss, and the operands sit at fixed positions, so the
 attention inputs take just 2p + 1 distinct values: ``W_E[a] + W_pos[0]``, ``W_E[b] + W_pos[1]``
 and the constant ``W_E[=] + W_pos[2]``. We compute keys, values and scores once per distinct
-residual ("per-token tables"), gather them per example, and run the MLP and unembed on the last
-position only. The backward pass is derived by hand on top of those tables; its scatters back
-into the tables are one-hot matmuls, which (unlike an accumulating ``index_put_``) are
-deterministic, so a resumed run is bit-identical to an uninterrupted one.
+residual ("per-token tables"), fold W_O and W_in into them, and run the MLP and unembed on the
+last position only (:class:`FastPath`'s docstring; docs/training.md). The backward pass is
+derived by hand on top of those tables; its sums back into the tables are taken row by row in a
+fixed order, which (unlike an accumulating ``index_put_``) is deterministic, so a resumed run is
+bit-identical to an uninterrupted one.
 
 The step reads the ``HookedTransformer``'s own parameters and writes their ``.grad``, so the
 trained object is the ``HookedTransformer`` itself. Equivalence with ``model(tokens)[:, -1]``
@@ -66,54 +67,49 @@ class _Forward:
 class _Bags:
     """The fixed index structure of a batch's weighted sums of table rows.
 
-    Example n sums, for each head h, the row of its a (weight A[n, h, 0]) and of its b (weight
-    A[n, h, 1]): a "bag" of 2·head rows per example, an ``embedding_bag``. The rows every example
-    shares, `=`'s per head (weight A[n, h, 2]) and the constant row (weight 1), are one small GEMM
-    instead. The backward pass sums the other way, one bag per table row over the examples that
-    use it; ``by_row`` orders the (example, slot) pairs by row so that this sum is an
-    ``embedding_bag`` too, each row's sum taken in a fixed order (deterministic on any number of
-    threads)."""
+    Example n sums 2·head + 1 rows: for each head h, the row of its a (weight A[n, h, 0]) and of
+    its b (weight A[n, h, 1]), then the constant row (weight 1): a "bag", summed by
+    ``embedding_bag``. (`=`'s own rows have been folded into the others, see
+    :meth:`FastPath._forward`.) The backward pass sums the other way, one bag per table row over
+    the examples that use it; ``by_row`` orders the (example, slot) pairs by row so that this sum
+    is an ``embedding_bag`` too, each row's sum taken in a fixed order (deterministic on any
+    number of threads)."""
 
     def __init__(self, a: Tensor, b_row: Tensor, p: int, n_heads: int):
         n, H = len(a), n_heads
         heads = torch.arange(H, device=a.device)
-        rows = torch.cat([a[:, None] * H + heads, b_row[:, None] * H + heads], dim=1)  # [batch, 2·head]
-        self.n_bag_rows = 2 * p * H  # the a and b rows; then `=`'s head rows and the constant row
+        self.n_rows = 2 * p * H + 1  # a's rows, b's rows (r·head + h), the constant row
+        rows = torch.cat([a[:, None] * H + heads, b_row[:, None] * H + heads,
+                          torch.full((n, 1), self.n_rows - 1, device=a.device)], dim=1)  # [batch, 2·head + 1]
         self.slots = rows.shape[1]
         self.indices = rows.reshape(-1).contiguous()
         self.offsets = torch.arange(0, n * self.slots, self.slots, device=a.device)
         self.offset2bag = torch.arange(n, device=a.device).repeat_interleave(self.slots)
         self.by_row = torch.argsort(self.indices, stable=True)
         self.examples_by_row = (self.by_row // self.slots).contiguous()
-        counts = torch.bincount(self.indices, minlength=self.n_bag_rows)
+        counts = torch.bincount(self.indices, minlength=self.n_rows)
         self.row_offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
 
-    def sum_rows(self, table: Tensor, A: Tensor) -> Tensor:
-        """[batch, width]: each example's sum of its table rows, weighted by A [batch, head, 3]."""
-        n = len(A)
-        weights = A[..., :2].permute(0, 2, 1).reshape(-1)  # slot order: a's heads, then b's
-        out = F.embedding_bag(self.indices, table[: self.n_bag_rows], self.offsets, mode="sum",
-                              per_sample_weights=weights)
-        shared = torch.cat([A[..., 2], A.new_ones(n, 1)], dim=1)  # [batch, head + 1]
-        return out.addmm_(shared, table[self.n_bag_rows:])
+    def weights(self, A: Tensor) -> Tensor:
+        """The slots' weights [batch · (2·head + 1)] from the attention pattern A [batch, head, 3]."""
+        return torch.cat([A[..., :2].permute(0, 2, 1).reshape(len(A), -1), A.new_ones(len(A), 1)], dim=1).reshape(-1)
 
-    def sum_examples(self, grad: Tensor, A: Tensor) -> Tensor:
-        """[rows, width]: each table row's sum of the gradients of the examples that use it,
-        weighted as in :meth:`sum_rows`."""
-        n = len(A)
-        weights = A[..., :2].permute(0, 2, 1).reshape(-1)[self.by_row]
-        bag_rows = F.embedding_bag(self.examples_by_row, grad, self.row_offsets, mode="sum", per_sample_weights=weights)
-        shared = torch.cat([A[..., 2], A.new_ones(n, 1)], dim=1)
-        return torch.cat([bag_rows, shared.T @ grad])
+    def sum_rows(self, table: Tensor, weights: Tensor) -> Tensor:
+        """[batch, width]: each example's weighted sum of its table rows."""
+        return F.embedding_bag(self.indices, table, self.offsets, mode="sum", per_sample_weights=weights)
+
+    def sum_examples(self, grad: Tensor, weights: Tensor) -> Tensor:
+        """[rows, width]: each table row's sum of the gradients of the examples that use it, weighted alike."""
+        return F.embedding_bag(self.examples_by_row, grad, self.row_offsets, mode="sum",
+                               per_sample_weights=weights[self.by_row])
 
     def weight_grads(self, grad: Tensor, table: Tensor) -> Tensor:
-        """[batch, head, 3]: d loss / d A, the dot of each example's gradient with each of its rows."""
-        n = len(grad)
-        bag = torch.ops.aten._embedding_bag_per_sample_weights_backward(
-            grad, table[: self.n_bag_rows], self.indices, self.offsets, self.offset2bag, 0, -1)
-        H = self.slots // 2
-        shared = grad @ table[self.n_bag_rows : self.n_bag_rows + H].T  # [batch, head]
-        return torch.cat([bag.view(n, 2, H), shared[:, None]], dim=1).permute(0, 2, 1)
+        """[batch, head, 2]: d loss / d weight of the a and b slots, each the dot of the example's
+        gradient with its row."""
+        n, H = len(grad), (self.slots - 1) // 2
+        flat = torch.ops.aten._embedding_bag_per_sample_weights_backward(
+            grad, table, self.indices, self.offsets, self.offset2bag, 0, -1)
+        return flat.view(n, self.slots)[:, :-1].view(n, 2, H).permute(0, 2, 1)
 
 
 class FastPath:
@@ -126,11 +122,15 @@ class FastPath:
     attention mixes only three residuals: the MLP pre-activation of an example is
     ``Σ_h Σ_j A[h, j] · T[row_j, h] + c`` with ``T[r, h] = V[r, h] W_O[h] W_in``, tabulated once
     per step over the 2p+1 distinct residuals (W_O and W_in folded into the tables), and the
-    attention output ``Σ A · Y`` with ``Y[r, h] = V[r, h] W_O[h]`` the same way. So the MLP's
-    input GEMM becomes a weighted sum of 13 table rows per example (``torch.nn.functional.
-    embedding_bag``), and the only GEMMs over the batch are W_out's and W_U's. The biases
-    b_in, b_out and b_O ride in a constant table row of weight 1, so their gradients come out of
-    the same sums.
+    attention output ``Σ A · Y`` with ``Y[r, h] = V[r, h] W_O[h]`` the same way. The weights
+    of each head sum to 1, so `=`'s rows fold into the others: ``A_= T_= = T_= − (A_a + A_b)
+    T_=``. So the MLP's input GEMM becomes a weighted sum of 9 table rows per example
+    (``torch.nn.functional.embedding_bag``), and the only GEMMs over the batch are W_out's and
+    W_U's. The biases b_in, b_out and b_O ride in a constant table row of weight 1, so their
+    gradients come out of the same sums.
+
+    Internally the examples are taken in (a, b) order, so that consecutive examples read the
+    same table rows; :meth:`logits` returns them in the order given.
     """
 
     def __init__(self, tokens: Int[Tensor, "batch 3"], labels: Int[Tensor, "batch"], loss_dtype: str | torch.dtype = "float64"):
@@ -142,10 +142,13 @@ class FastPath:
         self.p = int(equals[0])
         if bool((tokens[:, :2] >= self.p).any()) or bool((tokens[:, :2] < 0).any()):
             raise ValueError(f"operands must lie in [0, p) with p = {self.p} (the `=` token)")
-        self.a = tokens[:, 0].contiguous()
-        self.b = tokens[:, 1].contiguous()
+        # the examples in (a, b) order: neighbouring examples share their a's table rows
+        self.order = torch.argsort(tokens[:, 0] * self.p + tokens[:, 1], stable=True)
+        self.given_order = torch.argsort(self.order)
+        self.a = tokens[self.order, 0].contiguous()
+        self.b = tokens[self.order, 1].contiguous()
         self.b_row = self.b + self.p  # b's row in the table of 2p+1 residuals
-        self.labels = labels.contiguous()
+        self.labels = labels[self.order].contiguous()
         self.n = len(tokens)
         self.loss_dtype = scoring.loss_dtype(loss_dtype)  # the precision of the log-softmax and the loss
         # One-hot scatter matrices [p, batch]: deterministic sums over examples sharing a or b.
@@ -178,18 +181,21 @@ class FastPath:
         A = (scores - scores.amax(-1, keepdim=True)).exp_()
         A = A.div_(A.sum(-1, keepdim=True))  # [batch, head, 3]
 
-        # the tables: Y = V W_O per head, T = Y W_in; row r·head + h, then the constant row
+        # the tables: Y = V W_O per head, T = Y W_in, side by side; row r·head + h
         Y = torch.einsum("rhe,hed->rhd", V, w["blocks.0.attn.W_O"])  # [2p+1, head, d_model]
         c_resid = w["blocks.0.attn.b_O"] + e_eq
         W_in = w["blocks.0.mlp.W_in"]
-        table = E.new_empty((2 * p + 1) * n_heads + 1, d_mlp + d_model)
-        table[:-1, :d_mlp] = Y.reshape(-1, d_model) @ W_in
-        table[:-1, d_mlp:] = Y.reshape(-1, d_model)
+        full = torch.cat([Y.reshape(-1, d_model) @ W_in, Y.reshape(-1, d_model)], dim=1)  # [(2p+1)·head, width]
+        equals = full[2 * p * n_heads :]  # [head, width]: `=`'s rows
+        # `=`'s rows folded into a's and b's (A_= = 1 - A_a - A_b) and into the constant row
+        table = full.new_empty(2 * p * n_heads + 1, d_mlp + d_model)
+        torch.sub(full[: 2 * p * n_heads].view(2 * p, n_heads, -1), equals, out=table[:-1].view(2 * p, n_heads, -1))
         table[-1, :d_mlp] = torch.addmv(w["blocks.0.mlp.b_in"], W_in.T, c_resid)
         table[-1, d_mlp:] = c_resid + w["blocks.0.mlp.b_out"]  # b_out rides here: resid_post = post W_out + this part
+        table[-1] += equals.sum(0)
 
         bags = self._bags_for(n_heads)
-        out = bags.sum_rows(table, A)  # [batch, d_mlp + d_model]
+        out = bags.sum_rows(table, bags.weights(A))  # [batch, d_mlp + d_model]
         # ReLU in place: the backward pass reads its mask off ``post`` (post > 0 iff pre > 0)
         post = out[:, :d_mlp].relu_()
         resid_post = torch.addmm(out[:, d_mlp:], post, w["blocks.0.mlp.W_out"])
@@ -199,13 +205,20 @@ class FastPath:
     def logits(self, model: torch.nn.Module) -> Float[Tensor, "batch d_vocab_out"]:
         """``model(tokens)[:, -1]``, computed on the last position only."""
         with torch.no_grad():
-            return self._forward(_weights(model)).logits
+            return self._forward(_weights(model)).logits[self.given_order]
 
     def loss(self, model: torch.nn.Module) -> tuple[Tensor, Tensor]:
         """(mean cross-entropy over every output logit, in ``loss_dtype``; number of correct argmax
         among the p residues), without gradients. The two differ only for a p+1 wide unembed."""
-        logits = self.logits(model)
-        return _loss_and_correct(logits, self.labels, self.p, self.loss_dtype)
+        with torch.no_grad():
+            logits = self._forward(_weights(model)).logits  # in the internal order, like the labels
+        logp = torch.log_softmax(logits.to(self.loss_dtype), dim=-1)
+        correct = (logits[:, : self.p].argmax(-1) == self.labels).sum()
+        return self._mean_loss(logp), correct
+
+    def _mean_loss(self, logp: Tensor) -> Tensor:
+        # the mean over the examples in the order given, so it is the float sum a plain loop takes
+        return -logp.gather(1, self.labels[:, None])[self.given_order].mean()
 
     # ----------------------------------------------------------------- backward
     def loss_and_grad(self, model: torch.nn.Module, accuracy: bool = True) -> tuple[Tensor, Tensor | None]:
@@ -218,7 +231,7 @@ class FastPath:
         with torch.no_grad():
             f = self._forward(w)
             logp = torch.log_softmax(f.logits.to(self.loss_dtype), dim=-1)
-            loss = -logp.gather(1, self.labels[:, None]).mean()
+            loss = self._mean_loss(logp)
             correct = (f.logits[:, : self.p].argmax(-1) == self.labels).sum() if accuracy else None
             grads = self._backward(w, f, logp)
         params = dict(model.named_parameters())
@@ -242,20 +255,24 @@ class FastPath:
 
         g["unembed.W_U"] = f.resid_post.T @ d_logits
         g["unembed.b_U"] = d_logits.sum(0)
+        d_resid_post = d_logits @ w["unembed.W_U"].T
+        g["blocks.0.mlp.W_out"] = f.post.T @ d_resid_post
         # d_out = [d pre | d resid_post]: the gradient of each example's bag sum
         d_out = d_logits.new_empty(n, d_mlp + d_model)
-        d_out[:, d_mlp:] = d_logits @ w["unembed.W_U"].T
-        d_resid_post = d_out[:, d_mlp:]
-        g["blocks.0.mlp.W_out"] = f.post.T @ d_resid_post
         torch.ops.aten.threshold_backward.grad_input(d_resid_post @ w["blocks.0.mlp.W_out"].T, f.post, 0,
                                                      grad_input=d_out[:, :d_mlp])
+        d_out[:, d_mlp:] = d_resid_post
 
-        # back into the table rows, and into the attention weights of each slot
-        d_table = bags.sum_examples(d_out, f.A)  # [rows, d_mlp + d_model]
-        dA = bags.weight_grads(d_out, f.table)  # [batch, head, 3]
+        # back into the table rows, and into the attention weights of the a and b slots
+        d_table = bags.sum_examples(d_out, bags.weights(f.A))  # [2p·head + 1, width]
+        dA_ab = bags.weight_grads(d_out, f.table)  # [batch, head, 2]
+        # `=`'s slot has no weight of its own: the softmax backward is the same for dA and dA - dA_=
+        dA = torch.cat([dA_ab, dA_ab.new_zeros(n, n_heads, 1)], dim=-1)
+        d_const = d_table[-1]
+        d_full = torch.cat([d_table[:-1], d_const - d_table[:-1].view(2 * p, n_heads, -1).sum(0)])  # unfold `=`'s rows
 
-        dT, dY_direct = d_table[:-1, :d_mlp], d_table[:-1, d_mlp:]
-        d_const_pre, d_const_resid = d_table[-1, :d_mlp], d_table[-1, d_mlp:]
+        dT, dY_direct = d_full[:, :d_mlp], d_full[:, d_mlp:]
+        d_const_pre, d_const_resid = d_const[:d_mlp], d_const[d_mlp:]
         W_in = w["blocks.0.mlp.W_in"]
         Y = f.Y.reshape(-1, d_model)
         g["blocks.0.mlp.b_in"] = d_const_pre.clone()
@@ -308,11 +325,3 @@ def _weights(model: torch.nn.Module) -> dict[str, Tensor]:
     if missing:
         raise ValueError(f"model lacks parameters {missing}; the fast path needs the paper's 1-layer HookedTransformer")
     return {name: params[name].detach() for name in PARAMETER_NAMES}
-
-
-def _loss_and_correct(logits: Tensor, labels: Tensor, p: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    # the loss is over all output logits (the original's p+1 wide unembed included), accuracy over the p residues
-    logp = torch.log_softmax(logits.to(dtype), dim=-1)
-    loss = -logp.gather(1, labels[:, None]).mean()
-    correct = (logits[:, :p].argmax(-1) == labels).sum()
-    return loss, correct
