@@ -24,7 +24,7 @@ Why not p = 113 by default: a seed of it on 30% of the pairs reached test accura
 3,550 at ~40 ms a step on one core (over two minutes a seed before any clean-up); p = 59 on 30%
 of the pairs had not grokked by step 6,000 (test accuracy 0.90-0.95, three seeds): with a fixed
 fraction a smaller p has fewer examples. p = 59 on 60% of the pairs grokked at steps 1,800-2,150
-(numbers: ``/work/notes/issue9-mlp2.md``; rerun them with :func:`plan`).
+(rerun them with :func:`plan`).
 
 Claims (:func:`claims`), each decided by a rule on those numbers:
 
