@@ -1,0 +1,335 @@
+"""The fidelity study (docs/fidelity.md): the anchor runs' setups over several seeds, and the
+differences between them one at a time.
+
+Two kinds of run, each in ``OUT/<setup>/seed_<s>``:
+
+* **Setups** (``SETUPS``): mechgrok's default (preset ``paper``), the original code's run
+  (``original``) and the TransformerLens demo's (``tl-demo``) on every seed, read like the
+  mainline: phase boundaries, the epochs of test accuracy 0.5 and 0.99, the test-loss peak,
+  key frequencies, final losses and the §4.4 numbers.
+* **Variants** (``VARIANTS``): the paper default with one of the anchors' settings changed
+  (the unembed width, the split generator, the init, the warm-up, the frozen biases), to see
+  how far each difference moves the grokking epoch.
+
+Every job trains until its test accuracy first reaches 0.99 and then ``margin`` epochs more
+(checked every ``grok_step`` epochs, up to a cap), or to a fixed epoch (``until_grokked=False``):
+a study sized for a small machine spends its epochs where the questions are.
+
+Every run is an ordinary run folder trained by ``mechgrok.train``, so a study interrupted at any
+point goes on where it stopped, and a finished run is reused. ``summarise(OUT)`` reads every run
+folder under ``OUT`` into one table; nothing in it comes from anywhere but those folders.
+
+    from mechgrok.reproduce import fidelity
+    fidelity.train_study("runs/fidelity", fidelity.setup_jobs(seeds=5, epochs=20_000))
+    fidelity.summarise("runs/fidelity")      # one row per run folder
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from mechgrok import runs
+from mechgrok.config import Config
+from mechgrok.presets import preset_config
+
+__all__ = ["SETUPS", "VARIANTS", "Job", "setup_jobs", "variant_jobs", "train_study", "run_job", "plain_loop",
+           "plain_loop_job", "plain_loop_agreement", "summarise", "aggregate"]
+
+# setup name: (preset, overrides). The demo evaluates its test loss every epoch; the study does so
+# every 10 epochs (``eval_every`` changes nothing but how often a metrics row is written).
+SETUPS: dict[str, tuple[str, dict[str, Any]]] = {
+    "paper": ("paper", {}),
+    "original": ("original", {}),
+    "tl-demo": ("tl-demo", {"eval_every": 10}),
+}
+
+# variant name: (what differs from the paper default, the fields that make the difference)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "unembed_equals": ("the unembed is p + 1 wide (a logit for `=`, as the original code)", {"unembed_equals": True}),
+    "split_python": ("the split is the original code's random.shuffle", {"split": "python"}),
+    "init_original": ("the original code's init (its module, order and scales)", {"init": "original"}),
+    "init_transformer_lens": ("TransformerLens's init (the demo's)", {"init": "transformer_lens"}),
+    "no_warmup": ("no warm-up (the demo's)", {"warmup_steps": 0}),
+    "frozen_all_biases": ("every bias frozen at zero, b_in and b_out too (the demo's)", {"frozen_biases": "all"}),
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of the study: its config, its folder, and whether it stops at grokking."""
+
+    name: str  # the setup's or the variant's
+    seed: int
+    config: Config
+    folder: Path
+    until_grokked: bool = True
+    grok_step: int = 1000
+    margin: int = 0  # epochs past the grokking epoch (until_grokked)
+
+
+def setup_jobs(out: str | Path, seeds: int | Sequence[int] = 5, epochs: int | None = None,
+               setups: Sequence[str] = tuple(SETUPS), until_grokked: bool = True, margin: int = 2000,
+               grok_step: int = 1000) -> list[Job]:
+    """A job per (setup, seed); ``epochs`` caps each preset's (None: the preset's own), and
+    ``until_grokked`` stops a run ``margin`` epochs after test accuracy 0.99 (see the module)."""
+    jobs = []
+    for name in setups:
+        if name not in SETUPS:
+            raise ValueError(f"setup {name!r} is not one of {list(SETUPS)}")
+        preset, overrides = SETUPS[name]
+        for seed in _seeds(seeds):
+            cfg = preset_config(preset, seed=seed, **overrides)
+            if epochs is not None:
+                cfg = cfg.replace(epochs=epochs)
+            jobs.append(Job(name, seed, cfg, Path(out) / name / f"seed_{seed}", until_grokked, grok_step, margin))
+    return jobs
+
+
+def variant_jobs(out: str | Path, seeds: int | Sequence[int] = 3, cap: int = 20_000, grok_step: int = 1000,
+                 variants: Sequence[str] = tuple(VARIANTS)) -> list[Job]:
+    """A job per (variant, seed): the paper default with the variant's fields, until grokked (or ``cap``)."""
+    jobs = []
+    for name in variants:
+        if name not in VARIANTS:
+            raise ValueError(f"variant {name!r} is not one of {list(VARIANTS)}")
+        _, fields = VARIANTS[name]
+        for seed in _seeds(seeds):
+            cfg = preset_config("paper", seed=seed, **fields).replace(epochs=cap)
+            jobs.append(Job(name, seed, cfg, Path(out) / "variants" / name / f"seed_{seed}", True, grok_step, 0))
+    return jobs
+
+
+def _seeds(seeds: int | Sequence[int]) -> list[int]:
+    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+
+
+# ------------------------------------------------------------------------------ training
+def _grok_epoch(folder: Path, threshold: float = 0.99) -> int | None:
+    metrics = runs.read_metrics(folder)
+    if metrics is None:
+        return None
+    hit = metrics[metrics.test_acc >= threshold].epoch
+    return int(hit.min()) if len(hit) else None
+
+
+def _trained_epoch(folder: Path) -> int:
+    resume = folder / runs.RESUME_FILE
+    return runs.read_checkpoint_file(resume).epoch if resume.exists() else 0
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Train (or reuse, or extend) one job in this process; what it did, in seconds."""
+    from mechgrok.reproduce.pipeline import train_or_reuse
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    if not job.until_grokked:
+        train_or_reuse(job.config, job.folder, threads=1)
+    else:
+        # extend by grok_step epochs at a time until test accuracy 0.99 and margin epochs more (or
+        # the cap): each extension resumes the same run, bit-identical to one uninterrupted run
+        def goal() -> int:
+            grokked = _grok_epoch(job.folder)
+            return job.config.epochs if grokked is None else min(job.config.epochs, grokked + job.margin)
+
+        while _trained_epoch(job.folder) < goal():
+            step_end = (_trained_epoch(job.folder) // job.grok_step + 1) * job.grok_step
+            target = min(step_end, goal()) if _grok_epoch(job.folder) is not None else min(step_end, job.config.epochs)
+            train_or_reuse(job.config.replace(epochs=target), job.folder, threads=1)
+    return {"name": job.name, "seed": job.seed, "folder": str(job.folder), "epoch": _trained_epoch(job.folder),
+            "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+
+
+def train_study(jobs: Sequence[Job | tuple[Job, int]], workers: int | None = None,
+                on_done: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Every job, in order, on ``workers`` single-thread processes (default: this machine's usable
+    cores); a ``(job, epochs)`` pair is that run's plain-loop check (:func:`plain_loop_job`)."""
+    import multiprocessing
+
+    from mechgrok.sweeps.chunks import die_with_parent
+    from mechgrok.sweeps.execute import usable_cpus
+
+    workers = min(workers or usable_cpus(), len(jobs)) or 1
+    done = []
+    if workers == 1:
+        for job in jobs:
+            done.append(_run(job))
+            if on_done:
+                on_done(done[-1])
+        return done
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+        for record in pool.map(_run, jobs):  # taken in order: the first jobs first
+            done.append(record)
+            if on_done:
+                on_done(record)
+    return done
+
+
+def _run(job: Job | tuple[Job, int]) -> dict[str, Any]:
+    """A training job, or (job, epochs): that job's plain-loop check."""
+    return plain_loop_job(*job) if isinstance(job, tuple) else run_job(job)
+
+
+def plain_loop(cfg: Config, epochs: int, eval_every: int = 10) -> pd.DataFrame:
+    """The same run trained by a plain ``HookedTransformer`` loop: its forward on every position,
+    the loss of the last position's logits in ``cfg.loss_dtype`` (over all of them, ``=``'s
+    included for a p+1 wide unembed), autograd, the same AdamW and warm-up, from the same init
+    and split. The train and test loss and accuracy every ``eval_every`` epochs."""
+    import torch
+
+    from mechgrok.models.transformer import build_model
+    from mechgrok.tasks.data import modular_split
+    from mechgrok.tasks.modular import ModularTask
+    from mechgrok.training.optim import lr_at, make_optimizer
+
+    task = ModularTask(cfg.p, cfg.op)
+    split = modular_split(cfg)
+    model = build_model(cfg, split=split)
+    optimizer = make_optimizer(model, cfg)
+    tokens, labels = task.tokens(), task.labels()
+    dtype = torch.float64 if cfg.loss_dtype == "float64" else torch.float32
+
+    def measure(rows: torch.Tensor) -> tuple[float, float]:
+        with torch.no_grad():
+            logits = model(tokens[rows])[:, -1]
+            loss = torch.nn.functional.cross_entropy(logits.to(dtype), labels[rows])
+            return float(loss), float((logits[:, : cfg.p].argmax(-1) == labels[rows]).float().mean())
+
+    rows = []
+    for epoch in range(epochs + 1):
+        if epoch % eval_every == 0 or epoch == epochs:
+            (train_loss, train_acc), (test_loss, test_acc) = measure(split.train), measure(split.test)
+            rows.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+                         "test_acc": test_acc})
+        if epoch == epochs:
+            break
+        logits = model(tokens[split.train])[:, -1]
+        torch.nn.functional.cross_entropy(logits.to(dtype), labels[split.train]).backward()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return pd.DataFrame(rows)
+
+
+PLAIN_LOOP_FILE = "plain_loop.csv"
+
+
+def plain_loop_job(job: Job, epochs: int) -> dict[str, Any]:
+    """Write ``plain_loop(job.config, epochs)`` to ``job.folder/plain_loop.csv`` (skipped if there)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    path = job.folder / PLAIN_LOOP_FILE
+    if not path.exists() or len(pd.read_csv(path)) == 0 or int(pd.read_csv(path).epoch.iloc[-1]) < epochs:
+        from mechgrok import speed
+
+        with speed.torch_threads(1), speed.tuned_malloc(), speed.fast_float32_matmul(), speed.flushed_denormals():
+            table = plain_loop(job.config, epochs)
+        job.folder.mkdir(parents=True, exist_ok=True)
+        runs.atomic_write_text(path, table.to_csv(index=False, float_format="%.17g"))
+    return {"name": f"{job.name} plain loop", "seed": job.seed, "folder": str(job.folder), "epoch": epochs,
+            "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+
+
+def plain_loop_agreement(folder: str | Path) -> pd.DataFrame:
+    """The plain loop's losses beside the run's at the epochs both have, with their ratios."""
+    folder = Path(folder)
+    plain = pd.read_csv(folder / PLAIN_LOOP_FILE)
+    fast = runs.read_metrics(folder)
+    both = plain.merge(fast, on="epoch", suffixes=("_plain", "_fast"))
+    for col in ("train_loss", "test_loss"):
+        both[f"{col}_ratio"] = both[f"{col}_fast"] / both[f"{col}_plain"]
+    return both[["epoch", "train_loss_plain", "train_loss_fast", "train_loss_ratio", "test_loss_plain", "test_loss_fast",
+                 "test_loss_ratio", "test_acc_plain", "test_acc_fast"]]
+
+
+# ----------------------------------------------------------------------------- summaries
+def _first_epoch(metrics: pd.DataFrame, column: str, threshold: float) -> int | None:
+    hit = metrics[metrics[column] >= threshold].epoch
+    return int(hit.min()) if len(hit) else None
+
+
+def run_row(folder: str | Path, *, full: bool = True) -> dict[str, Any]:
+    """One run folder's numbers (``full``: also its progress measures, phases, key frequencies and §4.4)."""
+    from mechgrok.analysis import progress
+    from mechgrok.analysis.tables import ablation_tables
+
+    folder = Path(folder)
+    cfg = runs.read_config(folder)
+    metrics = runs.read_metrics(folder)
+    last = metrics.iloc[-1]
+    peak = metrics.loc[metrics.test_loss.idxmax()]
+    row: dict[str, Any] = {
+        "folder": str(folder), "seed": cfg.seed, "epochs": int(last.epoch),
+        "test_acc_0.5": _first_epoch(metrics, "test_acc", 0.5), "test_acc_0.99": _first_epoch(metrics, "test_acc", 0.99),
+        "test_loss_peak": float(peak.test_loss), "test_loss_peak_epoch": int(peak.epoch),
+        "final_train_loss": float(last.train_loss), "final_test_loss": float(last.test_loss),
+        "final_test_acc": float(last.test_acc),
+    }
+    if not full:
+        return row
+    prog = progress.load_progress(folder)
+    row.update(prog.phases.boundaries)
+    row["key_frequencies"] = " ".join(map(str, prog.key_frequencies))
+    model = runs.load_run(folder).model
+    tables = ablation_tables(model)
+    rules = tables["key_frequencies"].set_index("rule")["frequencies"].to_dict()
+    for rule, freqs in rules.items():
+        row[f"key_frequencies[{rule}]"] = freqs
+    headline = tables["headline"].set_index("quantity")["ours"]
+    row["neurons_explained_fraction"] = float(headline["neurons explained > threshold (fraction)"])
+    section = tables["section_4_4"].set_index("intervention")["loss"]
+    for name, value in section.items():
+        row[f"§4.4 {name}"] = float(value)
+    freqs = tables["frequencies"]
+    single = freqs[freqs.frequency != "all but key"]
+    non_key = single[~single.key.astype(bool)]
+    if len(non_key):
+        worst = non_key.loc[non_key.loss_all.astype(float).idxmax()]
+        original = float(section["original"])
+        row["worst_non_key_frequency"] = int(worst.frequency)
+        row["worst_non_key_loss_change"] = float(worst.loss_all) / original - 1
+    return row
+
+
+def summarise(out: str | Path, *, on_row: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """One row per run folder under ``out`` (setups: every number; variants: the training numbers)."""
+    out = Path(out)
+    rows = []
+    for kind, parent in (("setup", out), ("variant", out / "variants")):
+        if not parent.is_dir():
+            continue
+        for name_dir in sorted(p for p in parent.iterdir() if p.is_dir() and p.name != "variants"):
+            for folder in sorted(name_dir.glob("seed_*"), key=lambda p: int(p.name.split("_")[1])):
+                if not (folder / runs.METRICS_FILE).exists():
+                    continue
+                if on_row:
+                    on_row(str(folder))
+                rows.append({"kind": kind, "name": name_dir.name, **run_row(folder, full=kind == "setup")})
+    return pd.DataFrame(rows)
+
+
+def aggregate(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Mean, standard deviation, min and max of ``columns`` per (kind, name); n counts the runs
+    that reached each quantity (a boundary a run never reached is left out, not zero)."""
+    rows = []
+    for (kind, name), group in table.groupby(["kind", "name"], sort=False):
+        row: dict[str, Any] = {"kind": kind, "name": name, "runs": len(group)}
+        for col in columns:
+            if col not in group:
+                continue
+            values = pd.to_numeric(group[col], errors="coerce").dropna()
+            row[f"{col} n"] = len(values)
+            row[f"{col} mean"] = float(values.mean()) if len(values) else math.nan
+            row[f"{col} std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            row[f"{col} min"] = float(values.min()) if len(values) else math.nan
+            row[f"{col} max"] = float(values.max()) if len(values) else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
