@@ -194,6 +194,19 @@ def flushed_denormals(enabled: bool = True) -> Iterator[bool]:
             _set_flush_everywhere(False)
 
 
+@contextmanager
+def denormal_mode(flush: bool) -> Iterator[bool]:
+    """Within the block, subnormals are flushed to zero on every torch thread (``flush``) or kept
+    (not ``flush``), whatever the state outside; the state outside comes back afterwards. Yields
+    whether the asked mode holds on every thread. (:func:`flushed_denormals` is the trainers' form.)"""
+    before = flushes_denormals()
+    _set_flush_everywhere(flush)
+    try:
+        yield flushes_denormals() == flush
+    finally:
+        _set_flush_everywhere(before)
+
+
 def default_threads() -> int:
     """The torch thread count training uses unless told otherwise: 1.
 

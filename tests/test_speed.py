@@ -96,3 +96,16 @@ def test_training_flushes_denormals_only_while_it_runs(tmp_path):
     train(Config(p=7, frac_train=0.5, epochs=3), tmp_path / "plain", tune_process=False,
           on_eval=lambda row: seen.append(speed.flushes_denormals()))
     assert seen and not any(seen)
+
+
+def test_denormal_mode_forces_either_mode_and_puts_the_outer_one_back():
+    with speed.torch_threads(2):
+        with speed.flushed_denormals() as applied:
+            if not applied:
+                pytest.skip("this machine cannot flush subnormals on every thread")
+            with speed.denormal_mode(flush=False) as holds:
+                assert holds and not speed.flushes_denormals()
+            assert speed.flushes_denormals()
+        with speed.denormal_mode(flush=True) as holds:
+            assert holds and speed.flushes_denormals()
+        assert not speed.flushes_denormals()

@@ -153,7 +153,7 @@ def late_steps(run: Path, rounds: int, steps: int) -> dict:
     subnormal_share = {}
     for r in range(rounds):
         for name, step in arms.items():
-            with speed.flushed_denormals(name == "flushed"):
+            with speed.denormal_mode(flush=name == "flushed"):
                 times[name].append(step(steps))
     for name, step in arms.items():
         values = torch.cat([p.detach().flatten() for p in step.model.parameters()]
@@ -176,6 +176,7 @@ def main() -> int:
     parser.add_argument("--bare-steps", type=int, default=50, help="steps per round of loop (d)")
     parser.add_argument("--no-tune", action="store_true", help="leave torch's settings and malloc as they are")
     parser.add_argument("--late", type=Path, default=None, help="a grokked run folder: also time late steps from its resume file")
+    parser.add_argument("--late-only", action="store_true", help="with --late: time the late steps only")
     parser.add_argument("--full-run", action="store_true", help="also time a whole run to --full-epochs")
     parser.add_argument("--full-epochs", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: mechgrok's default)")
@@ -201,6 +202,13 @@ def run(args: argparse.Namespace, threads: int, settings: dict) -> dict:
     n_train = int(cfg.frac_train * cfg.p**2)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {threads} thread(s), "
           f"settings {settings}, p={cfg.p}, {n_train} train pairs, eval_every={cfg.eval_every}")
+    if args.late is not None and args.late_only:
+        late = late_steps(args.late, args.rounds, args.bare_steps)
+        ms = late["ms_per_step"]
+        print(f"late steps from {args.late} epoch {late['from_epoch']}: {ms['flushed']:.1f} ms/step flushed, "
+              f"{ms['not_flushed']:.1f} not flushed ({late['slowdown_without_flush']:.2f}x); subnormal share of the "
+              f"weights and Adam moments afterwards: {late['subnormal_share_after']}")
+        return {"torch": torch.__version__, "threads": threads, "settings": settings, "late": late}
     # warm-up: first calls pay for allocator growth and kernel selection
     plain_loop(cfg, 2, True)
     mechgrok_loop(cfg, 20)
