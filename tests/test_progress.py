@@ -299,3 +299,10 @@ def test_errors_name_the_fix(tmp_path):
         f.unlink()
     with pytest.raises(ValueError, match="no checkpoints"):
         progress.compute_measures(run_dir)
+
+
+def test_measures_print_nothing(run_dir, key, capfd):
+    # library code prints nothing (TransformerLens's HookedTransformer.to would say "Moving model to device")
+    progress.compute_measures(run_dir, key, epochs=[runs.checkpoint_epochs(run_dir)[-1]])
+    out, err = capfd.readouterr()
+    assert out == "" and "Moving model" not in err

@@ -279,7 +279,8 @@ def compute_measures(
     are taken, so the table is the same on either device up to the forward's rounding.
     Returns (table, key frequencies).
     """
-    from mechgrok.training.stack import matmul_precision, resolve_device  # a device this torch lacks: the fix
+    from mechgrok.training.device import resolve_device, to_device  # a device this torch lacks: the fix
+    from mechgrok.training.stack import matmul_precision
 
     dev = resolve_device(device)
     run_dir = Path(run_dir)
@@ -304,7 +305,7 @@ def compute_measures(
     split = runs.read_split(run_dir)
     measurer = LogitMeasurer(task, split, key_freqs)
     forward = FastPath(task.tokens().to(dev), task.labels().to(dev))
-    model = build_model(cfg).to(dev)  # one model; each checkpoint's weights are copied in
+    model = to_device(build_model(cfg), dev)  # one model; each checkpoint's weights are copied in
     if dtype != torch.float32:
         model = model.to(dtype)
     rows = []

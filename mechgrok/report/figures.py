@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
+import torch
 
 from mechgrok import runs
 from mechgrok.analysis import ablations, circuits, fourier, progress
@@ -179,7 +180,7 @@ class RunAnalysis:
 
     def __init__(self, run_dir: str | Path, *, rule: str = circuits.DEFAULT_KEY_FREQUENCY_RULE, threshold: float = 0.85,
                  device: str = "cpu"):
-        from mechgrok.training.stack import resolve_device  # a device this torch lacks: refused with the fix
+        from mechgrok.training.device import resolve_device  # a device this torch lacks: refused with the fix
 
         self.device = resolve_device(device)  # where the forward passes over the p² inputs run; results are on the CPU
         self.run_dir = Path(run_dir)
@@ -209,10 +210,12 @@ class RunAnalysis:
         model = self.run.model
         if self.device.type == "cpu":
             return circuits.gather_activations(model)
+        from mechgrok.training.device import to_device
+
         try:  # gather_activations runs on the model's device and hands back CPU tensors
-            return circuits.gather_activations(model.to(self.device))
+            return circuits.gather_activations(to_device(model, self.device))
         finally:
-            model.to("cpu")
+            to_device(model, torch.device("cpu"))
 
     @cached_property
     def key_frequencies(self) -> list[int]:

@@ -24,8 +24,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def to_device(model: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
-    """The model on ``dev`` (``HookedTransformer.to`` would print; a CPU model stays as it is)."""
-    if dev.type != "cpu":
+    """The model on ``dev``, moved quietly (``HookedTransformer.to`` prints); a model already there
+    is left as it is."""
+    dev = torch.device(dev)
+    if any(p.device != dev for p in model.parameters()):
         torch.nn.Module.to(model, dev)
         if hasattr(model, "cfg") and hasattr(model.cfg, "device"):
             model.cfg.device = dev
