@@ -72,9 +72,9 @@ def main() -> int:
                          "subnormals_at_end": subnormal_count(run)})
             print(json.dumps(rows[-1]), flush=True)
     compare = {}
-    for name in finals["plain"][0].index:
-        if name == "epoch":
-            continue
+    # the measures every run has (the per-frequency columns follow each run's own key frequencies)
+    common = set.intersection(*(set(finals[arm][s].index) for arm in finals for s in range(args.seeds))) - {"epoch"}
+    for name in sorted(common):
         diffs = [abs(float(finals["flushed"][s][name]) - float(finals["plain"][s][name])) for s in range(args.seeds)]
         spread = statistics.pstdev(float(finals["plain"][s][name]) for s in range(args.seeds)) if args.seeds > 1 else float("nan")
         compare[name] = {"max_abs_diff_between_arms": max(diffs), "seed_spread_std": spread}

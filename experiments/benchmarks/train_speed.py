@@ -150,21 +150,31 @@ def late_steps(run: Path, rounds: int, steps: int) -> dict:
         arms[name] = BareStep(cfg, model, optimizer, ckpt.split)
         arms[name].epoch = ckpt.epoch
     times: dict[str, list[float]] = {name: [] for name in arms}
-    subnormal_share = {}
     for r in range(rounds):
         for name, step in arms.items():
             with speed.denormal_mode(flush=name == "flushed"):
                 times[name].append(step(steps))
-    for name, step in arms.items():
-        values = torch.cat([p.detach().flatten() for p in step.model.parameters()]
-                           + [t.flatten() for s in step.optimizer.state.values() for t in s.values() if t.numel() > 1])
-        tiny = (values != 0) & (values.abs() < torch.finfo(torch.float32).tiny)
-        subnormal_share[name] = float(tiny.float().mean())
     med = {name: statistics.median(v) for name, v in times.items()}
+    flushed, plain = (dict(arms[name].model.named_parameters()) for name in ("flushed", "not_flushed"))
+    weight_diff = max(float((flushed[k] - plain[k]).abs().max()) for k in flushed)
+    weight_scale = max(float(plain[k].abs().max()) for k in plain)
+    losses = {name: float(arm.step.loss(arm.model)[0]) for name, arm in arms.items()}
     return {"run": str(run), "from_epoch": ckpt.epoch, "steps_per_round": steps, "rounds": rounds,
             "ms_per_step": {k: v * 1e3 for k, v in med.items()},
             "slowdown_without_flush": med["not_flushed"] / med["flushed"],
-            "subnormal_share_after": subnormal_share}
+            "subnormal_share_of_loss_gradient": subnormal_gradient_share(arms["not_flushed"]),
+            "weights_max_abs_diff_between_arms": weight_diff, "weights_max_abs": weight_scale,
+            "train_loss_after": losses}
+
+
+def subnormal_gradient_share(step: BareStep) -> float:
+    """The share of the loss gradient's entries (softmax minus one-hot over the batch, cast to
+    float32 as the step does) that are subnormal: late in training most wrong-class probabilities
+    are far below float32's smallest normal."""
+    with torch.no_grad(), speed.denormal_mode(flush=False):  # counted as an unflushed step makes them
+        logits = step.step.logits(step.model)
+        grad = (torch.softmax(logits.double(), -1) / len(logits)).float()
+    return float(((grad != 0) & (grad.abs() < torch.finfo(torch.float32).tiny)).float().mean())
 
 
 def main() -> int:
@@ -206,8 +216,10 @@ def run(args: argparse.Namespace, threads: int, settings: dict) -> dict:
         late = late_steps(args.late, args.rounds, args.bare_steps)
         ms = late["ms_per_step"]
         print(f"late steps from {args.late} epoch {late['from_epoch']}: {ms['flushed']:.1f} ms/step flushed, "
-              f"{ms['not_flushed']:.1f} not flushed ({late['slowdown_without_flush']:.2f}x); subnormal share of the "
-              f"weights and Adam moments afterwards: {late['subnormal_share_after']}")
+              f"{ms['not_flushed']:.1f} not flushed ({late['slowdown_without_flush']:.2f}x); "
+              f"{late['subnormal_share_of_loss_gradient']:.1%} of the loss gradient's entries subnormal; after "
+              f"the same steps the arms' weights differ by at most {late['weights_max_abs_diff_between_arms']:.2e} "
+              f"(largest weight {late['weights_max_abs']:.2f}), train losses {late['train_loss_after']}")
         return {"torch": torch.__version__, "threads": threads, "settings": settings, "late": late}
     # warm-up: first calls pay for allocator growth and kernel selection
     plain_loop(cfg, 2, True)
@@ -247,8 +259,9 @@ def run(args: argparse.Namespace, threads: int, settings: dict) -> dict:
         late = late_steps(args.late, args.rounds, args.bare_steps)
         ms = late["ms_per_step"]
         print(f"late steps from {args.late} epoch {late['from_epoch']}: {ms['flushed']:.1f} ms/step flushed, "
-              f"{ms['not_flushed']:.1f} not flushed ({late['slowdown_without_flush']:.2f}x); early bare step "
-              f"{med['d'] * 1e3:.1f} ms")
+              f"{ms['not_flushed']:.1f} not flushed ({late['slowdown_without_flush']:.2f}x), "
+              f"{late['subnormal_share_of_loss_gradient']:.1%} of the loss gradient subnormal; early bare step "
+              f"{med['d'] * 1e3:.1f} ms; weights apart by {late['weights_max_abs_diff_between_arms']:.2e} after")
         result["late"] = late
 
     if args.full_run:
