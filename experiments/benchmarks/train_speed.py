@@ -171,10 +171,11 @@ def subnormal_gradient_share(step: BareStep) -> float:
     """The share of the loss gradient's entries (softmax minus one-hot over the batch, cast to
     float32 as the step does) that are subnormal: late in training most wrong-class probabilities
     are far below float32's smallest normal."""
-    with torch.no_grad(), speed.denormal_mode(flush=False):  # counted as an unflushed step makes them
+    # made and counted unflushed (with denormals-are-zero on, a subnormal compares equal to 0)
+    with torch.no_grad(), speed.denormal_mode(flush=False):
         logits = step.step.logits(step.model)
         grad = (torch.softmax(logits.double(), -1) / len(logits)).float()
-    return float(((grad != 0) & (grad.abs() < torch.finfo(torch.float32).tiny)).float().mean())
+        return float(((grad != 0) & (grad.abs() < torch.finfo(torch.float32).tiny)).float().mean())
 
 
 def main() -> int:
