@@ -13,7 +13,8 @@ to zero unless ``--no-tune``), rounds interleave four loops from the same initia
     all positions, float64 cross-entropy at the last one, AdamW, and the test loss every epoch;
 (b) the same loop without the per-epoch test loss;
 (c) ``mechgrok.train`` with its defaults (the fast exact step, test evaluation every
-    ``eval_every`` epochs, checkpoints and metrics written) into a fresh run folder;
+    ``eval_every`` epochs, checkpoints and metrics written) into a fresh run folder, timed in its
+    steady state (its metrics' elapsed time from epoch 50 to the last), the way a long run spends it;
 (d) the bare fast step (``FastPath.loss_and_grad`` and ``AdamW.step``), against its FLOP floor:
     the GEMMs that no formulation avoids (W_out's and W_U's forward, weight gradient and input
     gradient over the train batch), timed on their own, and their FLOPs at the GEMM rate this
@@ -77,10 +78,15 @@ def plain_loop(cfg: Config, epochs: int, test_every_epoch: bool) -> float:
 
 
 def mechgrok_loop(cfg: Config, epochs: int) -> float:
+    """Seconds per epoch of ``mechgrok.train`` in its steady state: from its first metrics row
+    after the start-up (building the model and tables, the first files) to its last, so the
+    evaluations and checkpoints in between count and the one-off costs of a run do not."""
     # tune_process=False: main() already applied (or declined) the same settings for every loop
     with tempfile.TemporaryDirectory() as tmp:
         result = train(cfg.replace(epochs=epochs), Path(tmp) / "run", tune_process=False)
-    return result.elapsed_s / epochs
+    m = result.metrics.set_index("epoch").elapsed_s
+    start = m.index[m.index >= min(50, epochs // 4)][0]
+    return (m.iloc[-1] - m[start]) / (m.index[-1] - start)
 
 
 class BareStep:
@@ -156,8 +162,8 @@ def late_steps(run: Path, rounds: int, steps: int) -> dict:
                 times[name].append(step(steps))
     med = {name: statistics.median(v) for name, v in times.items()}
     flushed, plain = (dict(arms[name].model.named_parameters()) for name in ("flushed", "not_flushed"))
-    weight_diff = max(float((flushed[k] - plain[k]).abs().max()) for k in flushed)
-    weight_scale = max(float(plain[k].abs().max()) for k in plain)
+    weight_diff = max(float((flushed[k] - plain[k]).detach().abs().max()) for k in flushed)
+    weight_scale = max(float(plain[k].detach().abs().max()) for k in plain)
     losses = {name: float(arm.step.loss(arm.model)[0]) for name, arm in arms.items()}
     return {"run": str(run), "from_epoch": ckpt.epoch, "steps_per_round": steps, "rounds": rounds,
             "ms_per_step": {k: v * 1e3 for k, v in med.items()},
