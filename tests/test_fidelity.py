@@ -53,6 +53,11 @@ def test_a_job_trains_until_grokked_plus_margin_then_is_reused(tmp_path):
     on_all = (row["final_train_loss"] * n_train + row["final_test_loss"] * (SMALL.p**2 - n_train)) / SMALL.p**2
     assert row["§4.4 original"] == pytest.approx(on_all, rel=1e-4)
     assert row["key_frequencies"] and set(row).issuperset({"memorization_end", "cleanup_end", "key_frequencies[original]"})
+    assert row["wl_projection_over_original"] == pytest.approx(
+        row["§4.4 MLP output projected onto the 2K W_L directions"] / row["§4.4 original"])
+    # the write-up's tables carry the run's own numbers and name its folder
+    md = fidelity.study_markdown(table)
+    assert f"| test accuracy 0.99 | {grokked:,} |" in md and str(job.folder) in md
 
 
 def test_the_plain_loop_follows_the_fast_path(tmp_path):

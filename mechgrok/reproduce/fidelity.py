@@ -41,7 +41,7 @@ from mechgrok.config import Config
 from mechgrok.presets import preset_config
 
 __all__ = ["SETUPS", "VARIANTS", "Job", "setup_jobs", "variant_jobs", "train_study", "run_job", "plain_loop",
-           "plain_loop_job", "plain_loop_agreement", "summarise", "aggregate"]
+           "plain_loop_job", "plain_loop_agreement", "summarise", "aggregate", "study_markdown"]
 
 # setup name: (preset, overrides). The demo evaluates its test loss every epoch; the study does so
 # every 10 epochs (``eval_every`` changes nothing but how often a metrics row is written).
@@ -288,6 +288,7 @@ def run_row(folder: str | Path, *, full: bool = True) -> dict[str, Any]:
     section = tables["section_4_4"].set_index("intervention")["loss"]
     for name, value in section.items():
         row[f"§4.4 {name}"] = float(value)
+    row["wl_projection_over_original"] = float(section["MLP output projected onto the 2K W_L directions"]) / float(section["original"])
     freqs = tables["frequencies"]
     single = freqs[freqs.frequency != "all but key"]
     non_key = single[~single.key.astype(bool)]
@@ -333,3 +334,76 @@ def aggregate(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
             row[f"{col} max"] = float(values.max()) if len(values) else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ the write-up
+def _cell(values: pd.Series, fmt: str = "{:,.0f}") -> str:
+    """mean ± sd (min–max) of the values present, and how many of the runs reached it."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if v.empty:
+        return "—"
+    text = fmt.format(v.mean()) if len(v) == 1 else f"{fmt.format(v.mean())} ± {fmt.format(v.std(ddof=1))} ({fmt.format(v.min())}–{fmt.format(v.max())})"
+    return text if len(v) == len(values) else f"{text} [{len(v)} of {len(values)}]"
+
+
+def study_markdown(table: pd.DataFrame) -> str:
+    """The study's tables as markdown: per setup (mean ± sd (min–max) over its seeds, beside the
+    paper's), per variant (the grokking epochs), and per run. Every number comes from ``table``."""
+    from mechgrok.reproduce import nanda2023
+
+    parts = []
+    setups = table[table.kind == "setup"]
+    rows = ["| quantity | " + " | ".join(f"`{n}` ({(setups.name == n).sum()} seeds)" for n in setups.name.unique()) + " | paper |",
+            "|---|" + "---|" * (setups.name.nunique() + 1)]
+    paper = {**nanda2023.PHASE_BOUNDARIES, "final_test_loss": None}
+    quantities = [("memorization_end", "memorisation ends", "{:,.0f}"), ("circuit_formation_end", "circuit formation ends", "{:,.0f}"),
+                  ("cleanup_end", "cleanup ends", "{:,.0f}"), ("test_acc_0.5", "test accuracy 0.5", "{:,.0f}"),
+                  ("test_acc_0.99", "test accuracy 0.99", "{:,.0f}"), ("test_loss_peak", "test-loss peak", "{:.2f}"),
+                  ("test_loss_peak_epoch", "its epoch", "{:,.0f}"), ("epochs", "epochs trained", "{:,.0f}"),
+                  ("final_train_loss", "final train loss", "{:.2e}"), ("final_test_loss", "final test loss", "{:.2e}"),
+                  ("neurons_explained_fraction", "neurons above the 0.85 cluster threshold", "{:.3f}"),
+                  ("wl_projection_over_original", "loss with the MLP output projected onto W_L's 2K directions ÷ the loss", "{:.2f}"),
+                  ("worst_non_key_loss_change", "largest change of the loss from removing one non-key frequency", "{:+.0%}")]
+    for col, label, fmt in quantities:
+        if col not in setups:
+            continue
+        cells = [_cell(setups[setups.name == n][col], fmt) for n in setups.name.unique()]
+        published = paper.get(col)
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {'' if published is None else f'{published:,}'} |")
+    for rule in ("W_L", "original", "clusters", "W_E"):
+        col = f"key_frequencies[{rule}]"
+        if col in setups:
+            cells = ["; ".join(str(x) for x in setups[setups.name == n][col]) for n in setups.name.unique()]
+            counts = [_cell(setups[setups.name == n][col].map(lambda s: len(str(s).split())), "{:.1f}") for n in setups.name.unique()]
+            rows.append(f"| key frequencies, rule `{rule}` (per seed) | " + " | ".join(cells) + f" | {' '.join(map(str, nanda2023.KEY_FREQUENCIES))} |")
+            rows.append(f"| how many, rule `{rule}` | " + " | ".join(counts) + f" | {len(nanda2023.KEY_FREQUENCIES)} |")
+    parts.append("\n".join(rows))
+
+    variants = table[table.kind == "variant"]
+    if len(variants):
+        base = setups[setups.name == "paper"]["test_acc_0.99"] if "paper" in set(setups.name) else pd.Series(dtype=float)
+        rows = ["| variant (the paper default but) | seeds | epoch of test accuracy 0.99, per seed | mean |",
+                "|---|---:|---|---:|"]
+        if len(base):
+            rows.append(f"| nothing (`paper`) | {len(base)} | {', '.join(f'{int(x):,}' for x in base.dropna())} | {base.mean():,.0f} |")
+        for name, group in variants.groupby("name", sort=False):
+            what = VARIANTS[name][0] if name in VARIANTS else name
+            got = ", ".join(f"{int(x):,}" if pd.notna(x) else f"not by {int(e):,}" for x, e in zip(group["test_acc_0.99"], group.epochs))
+            mean = pd.to_numeric(group["test_acc_0.99"], errors="coerce").dropna()
+            rows.append(f"| {what} | {len(group)} | {got} | {mean.mean():,.0f}{'' if len(mean) == len(group) else ' (grokked runs)'} |")
+        parts.append("\n".join(rows))
+
+    cols = ["name", "seed", "epochs", "memorization_end", "circuit_formation_end", "cleanup_end", "test_acc_0.5", "test_acc_0.99",
+            "test_loss_peak", "test_loss_peak_epoch", "final_train_loss", "final_test_loss", "key_frequencies"]
+    present = [c for c in cols if c in table]
+    rows = ["| " + " | ".join(present) + " | folder |", "|" + "---|" * (len(present) + 1)]
+    for _, r in table.iterrows():
+        cells = []
+        for c in present:
+            v = r[c]
+            cells.append("—" if v is None or (isinstance(v, float) and math.isnan(v)) else
+                         f"{v:.3g}" if isinstance(v, float) and c.endswith(("loss", "peak")) else
+                         f"{int(v):,}" if isinstance(v, (int, float)) and c not in ("seed",) else str(v))
+        rows.append("| " + " | ".join(cells) + f" | `{r.folder}` |")
+    parts.append("\n".join(rows))
+    return "\n\n".join(parts) + "\n"
