@@ -196,33 +196,40 @@ def test_the_stacked_adamw_is_torch_adamw_for_l2_and_the_formula_for_l1():
     assert set(state) == {"w.exp_avg", "w.exp_avg_sq", "w.step"} and state["w.step"].item() == 1.0
 
 
-def test_an_interrupted_and_an_extended_stack_end_bit_identical_to_a_straight_one(tmp_path):
-    cfgs = [PARITY.replace(seed=5), PARITY.replace(seed=6, n_train=100, weight_decay=0.3)]
-    straight = [tmp_path / f"straight{i}" for i in range(2)]
-    train_stack([c.replace(epochs=400) for c in cfgs], straight, chunk_size=2)
+def check_interrupted_and_extended_stacks(cfgs: list[Config], tmp_path: Path, extend_at: int, interrupt_at: int) -> None:
+    """A stack extended from ``extend_at`` and one interrupted (SIGINT) after ``interrupt_at`` both
+    end bit-identical to a straight one (checkpoints, optimizer state, metrics)."""
+    straight = [tmp_path / f"straight{i}" for i in range(len(cfgs))]
+    train_stack(cfgs, straight, chunk_size=len(cfgs))
 
-    # train to 200, then ask for 400: it resumes from epoch 200
-    extended = [tmp_path / f"extended{i}" for i in range(2)]
-    train_stack([c.replace(epochs=200) for c in cfgs], extended, chunk_size=2)
-    results = train_stack([c.replace(epochs=400) for c in cfgs], extended)  # the recorded chunk size is reused
-    assert [r.resumed_from for r in results] == [200, 200] and results[0].chunk_size == 2
+    # train to extend_at, then ask for all: it resumes from there, with the recorded chunk size
+    extended = [tmp_path / f"extended{i}" for i in range(len(cfgs))]
+    train_stack([c.replace(epochs=extend_at) for c in cfgs], extended, chunk_size=len(cfgs))
+    results = train_stack(cfgs, extended)
+    assert [r.resumed_from for r in results] == [extend_at] * len(cfgs) and results[0].chunk_size == len(cfgs)
     for a, b in zip(straight, extended):
         assert_same_run(a, b)
 
     # SIGINT in the middle: the step finishes, every resume file is written, and a rerun goes on
-    interrupted = [tmp_path / f"interrupted{i}" for i in range(2)]
+    interrupted = [tmp_path / f"interrupted{i}" for i in range(len(cfgs))]
 
     def on_eval(row):
-        if row["epoch"] == 150 and row["run_dir"] == interrupted[1]:
+        if row["epoch"] == interrupt_at and row["run_dir"] == interrupted[-1]:
             os.kill(os.getpid(), signal.SIGINT)
 
-    results = train_stack([c.replace(epochs=400) for c in cfgs], interrupted, chunk_size=2, on_eval=on_eval)
-    assert [r.interrupted for r in results] == [True, True] and [r.epoch for r in results] == [151, 151]
-    assert runs.read_checkpoint_file(interrupted[0] / runs.RESUME_FILE).epoch == 151
-    results = train_stack([c.replace(epochs=400) for c in cfgs], interrupted)
-    assert [r.resumed_from for r in results] == [151, 151] and not any(r.interrupted for r in results)
+    results = train_stack(cfgs, interrupted, chunk_size=len(cfgs), on_eval=on_eval)
+    stopped = interrupt_at + 1
+    assert [r.interrupted for r in results] == [True] * len(cfgs) and [r.epoch for r in results] == [stopped] * len(cfgs)
+    assert runs.read_checkpoint_file(interrupted[0] / runs.RESUME_FILE).epoch == stopped
+    results = train_stack(cfgs, interrupted)
+    assert [r.resumed_from for r in results] == [stopped] * len(cfgs) and not any(r.interrupted for r in results)
     for a, b in zip(straight, interrupted):
         assert_same_run(a, b)
+
+
+def test_an_interrupted_and_an_extended_stack_end_bit_identical_to_a_straight_one(tmp_path):
+    cfgs = [PARITY.replace(seed=5, epochs=400), PARITY.replace(seed=6, n_train=100, weight_decay=0.3, epochs=400)]
+    check_interrupted_and_extended_stacks(cfgs, tmp_path, extend_at=200, interrupt_at=150)
 
 
 def test_a_finished_folder_is_skipped_and_left_untouched(tmp_path):

@@ -1,8 +1,6 @@
 """Many transformers at once (mechgrok.models.stacked_fastpath in mechgrok.training.stack): the
 single-model fast path's numbers model by model, its runs, bit-identical resume."""
 
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from mechgrok.models.transformer import FROZEN_BIASES
 from mechgrok.tasks.data import run_data
 from mechgrok.training import stack
 from mechgrok.training.stack import train_stack
-from test_stack import assert_same_run
+from test_stack import assert_same_run, check_interrupted_and_extended_stacks
 
 CFG = Config(p=23, frac_train=0.5, d_model=32, n_heads=4, d_mlp=64, lr=3e-3, epochs=40, eval_every=5,
              checkpoint_every=20)
@@ -93,28 +91,7 @@ def test_a_stacked_seed_is_an_ordinary_run_folder(tmp_path):
 
 def test_an_interrupted_and_an_extended_stack_of_transformers_end_bit_identical(tmp_path):
     cfgs = [CFG.replace(seed=5), CFG.replace(seed=6, frac_train=0.4, weight_decay=0.5)]
-    straight = [tmp_path / f"straight{i}" for i in range(2)]
-    train_stack(cfgs, straight, chunk_size=2)
-
-    extended = [tmp_path / f"extended{i}" for i in range(2)]
-    train_stack([c.replace(epochs=20) for c in cfgs], extended, chunk_size=2)
-    results = train_stack(cfgs, extended)
-    assert [r.resumed_from for r in results] == [20, 20]
-    for a, b in zip(straight, extended):
-        assert_same_run(a, b)
-
-    interrupted = [tmp_path / f"interrupted{i}" for i in range(2)]
-
-    def on_eval(row):
-        if row["epoch"] == 15 and row["run_dir"] == interrupted[1]:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    results = train_stack(cfgs, interrupted, chunk_size=2, on_eval=on_eval)
-    assert [r.interrupted for r in results] == [True, True] and [r.epoch for r in results] == [16, 16]
-    results = train_stack(cfgs, interrupted)
-    assert [r.resumed_from for r in results] == [16, 16] and not any(r.interrupted for r in results)
-    for a, b in zip(straight, interrupted):
-        assert_same_run(a, b)
+    check_interrupted_and_extended_stacks(cfgs, tmp_path, extend_at=20, interrupt_at=15)
 
 
 def test_the_transformer_trains_alone_on_its_fast_step_and_in_a_stack_on_request():

@@ -80,31 +80,30 @@ def setup_jobs(out: str | Path, seeds: int | Sequence[int] = 5, epochs: int | No
                grok_step: int = 1000) -> list[Job]:
     """A job per (setup, seed); ``epochs`` caps each preset's (None: the preset's own), and
     ``until_grokked`` stops a run ``margin`` epochs after test accuracy 0.99 (see the module)."""
-    jobs = []
-    for name in setups:
-        if name not in SETUPS:
-            raise ValueError(f"setup {name!r} is not one of {list(SETUPS)}")
+    def config(name: str, seed: int) -> Config:
         preset, overrides = SETUPS[name]
-        for seed in _seeds(seeds):
-            cfg = preset_config(preset, seed=seed, **overrides)
-            if epochs is not None:
-                cfg = cfg.replace(epochs=epochs)
-            jobs.append(Job(name, seed, cfg, Path(out) / name / f"seed_{seed}", until_grokked, grok_step, margin))
-    return jobs
+        cfg = preset_config(preset, seed=seed, **overrides)
+        return cfg if epochs is None else cfg.replace(epochs=epochs)
+
+    return _jobs(SETUPS, setups, seeds, config, Path(out), until_grokked, grok_step, margin)
 
 
 def variant_jobs(out: str | Path, seeds: int | Sequence[int] = 3, cap: int = 20_000, grok_step: int = 1000,
                  variants: Sequence[str] = tuple(VARIANTS)) -> list[Job]:
     """A job per (variant, seed): the paper default with the variant's fields, until grokked (or ``cap``)."""
-    jobs = []
-    for name in variants:
-        if name not in VARIANTS:
-            raise ValueError(f"variant {name!r} is not one of {list(VARIANTS)}")
-        _, fields = VARIANTS[name]
-        for seed in _seeds(seeds):
-            cfg = preset_config("paper", seed=seed, **fields).replace(epochs=cap)
-            jobs.append(Job(name, seed, cfg, Path(out) / "variants" / name / f"seed_{seed}", True, grok_step, 0))
-    return jobs
+    def config(name: str, seed: int) -> Config:
+        return preset_config("paper", seed=seed, **VARIANTS[name][1]).replace(epochs=cap)
+
+    return _jobs(VARIANTS, variants, seeds, config, Path(out) / "variants", True, grok_step, 0)
+
+
+def _jobs(known: dict, names: Sequence[str], seeds: int | Sequence[int], config: Callable[[str, int], Config],
+          parent: Path, until_grokked: bool, grok_step: int, margin: int) -> list[Job]:
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not one of {list(known)}")
+    return [Job(name, seed, config(name, seed), parent / name / f"seed_{seed}", until_grokked, grok_step, margin)
+            for name in names for seed in _seeds(seeds)]
 
 
 def _seeds(seeds: int | Sequence[int]) -> list[int]:
