@@ -15,7 +15,7 @@ from mechgrok.models.transformer import FROZEN_BIASES
 from mechgrok.tasks.data import run_data
 from mechgrok.training import stack
 from mechgrok.training.stack import train_stack
-from test_stack import assert_same_run, check_interrupted_and_extended_stacks
+from test_stack import check_interrupted_and_extended_stacks
 
 CFG = Config(p=23, frac_train=0.5, d_model=32, n_heads=4, d_mlp=64, lr=3e-3, epochs=40, eval_every=5,
              checkpoint_every=20)
