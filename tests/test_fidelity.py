@@ -74,6 +74,20 @@ def test_the_plain_loop_follows_the_fast_path(tmp_path):
     assert not merged.train_loss_fast.equals(merged.train_loss_plain)
 
 
+def test_the_plain_loop_check_is_written_beside_its_run_and_compared(tmp_path):
+    cfg = SMALL.replace(epochs=20, eval_every=10)
+    job = fidelity.Job("small", 0, cfg, tmp_path / "small" / "seed_0")
+    fidelity.plain_loop_job(job, 20)
+    assert fidelity.plain_loop_path(job.folder) == tmp_path / "small" / "plain_loop_seed_0.csv"
+    assert fidelity.plain_loop_path(job.folder).exists() and not job.folder.exists()  # the run folder is the trainer's
+    with pytest.raises(ValueError, match="no metrics yet"):
+        fidelity.plain_loop_agreement(job.folder)
+    fidelity.run_job(fidelity.Job("small", 0, cfg, job.folder, until_grokked=False))
+    both = fidelity.plain_loop_agreement(job.folder)
+    assert list(both.epoch) == [0, 10, 20] and both.train_loss_ratio.iloc[0] == pytest.approx(1, abs=1e-6)
+    assert fidelity.summarise(tmp_path).folder.tolist() == [str(job.folder)]  # the csv beside it is not a run
+
+
 def test_aggregate_counts_only_the_runs_that_reached_a_quantity():
     table = pd.DataFrame([
         {"kind": "setup", "name": "a", "x": 1.0, "cleanup_end": 100},

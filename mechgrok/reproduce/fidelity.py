@@ -41,7 +41,7 @@ from mechgrok.config import Config
 from mechgrok.presets import preset_config
 
 __all__ = ["SETUPS", "VARIANTS", "Job", "setup_jobs", "variant_jobs", "train_study", "run_job", "plain_loop",
-           "plain_loop_job", "plain_loop_agreement", "summarise", "aggregate", "study_markdown"]
+           "plain_loop_job", "plain_loop_path", "plain_loop_agreement", "summarise", "aggregate", "study_markdown"]
 
 # setup name: (preset, overrides). The demo evaluates its test loss every epoch; the study does so
 # every 10 epochs (``eval_every`` changes nothing but how often a metrics row is written).
@@ -219,19 +219,22 @@ def plain_loop(cfg: Config, epochs: int, eval_every: int = 10) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-PLAIN_LOOP_FILE = "plain_loop.csv"
+def plain_loop_path(folder: str | Path) -> Path:
+    """Where the plain loop of the run in ``folder`` is written: beside it (a run folder holds
+    only the trainer's files), ``<setup>/plain_loop_seed_<s>.csv``."""
+    folder = Path(folder)
+    return folder.parent / f"plain_loop_{folder.name}.csv"
 
 
 def plain_loop_job(job: Job, epochs: int) -> dict[str, Any]:
-    """Write ``plain_loop(job.config, epochs)`` to ``job.folder/plain_loop.csv`` (skipped if there)."""
+    """Write ``plain_loop(job.config, epochs)`` to :func:`plain_loop_path` (skipped if there)."""
     t0, c0 = time.perf_counter(), time.process_time()
-    path = job.folder / PLAIN_LOOP_FILE
+    path = plain_loop_path(job.folder)
     if not path.exists() or len(pd.read_csv(path)) == 0 or int(pd.read_csv(path).epoch.iloc[-1]) < epochs:
         from mechgrok import speed
 
         with speed.torch_threads(1), speed.tuned_malloc(), speed.fast_float32_matmul(), speed.flushed_denormals():
             table = plain_loop(job.config, epochs)
-        job.folder.mkdir(parents=True, exist_ok=True)
         runs.atomic_write_text(path, table.to_csv(index=False, float_format="%.17g"))
     return {"name": f"{job.name} plain loop", "seed": job.seed, "folder": str(job.folder), "epoch": epochs,
             "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
@@ -240,8 +243,10 @@ def plain_loop_job(job: Job, epochs: int) -> dict[str, Any]:
 def plain_loop_agreement(folder: str | Path) -> pd.DataFrame:
     """The plain loop's losses beside the run's at the epochs both have, with their ratios."""
     folder = Path(folder)
-    plain = pd.read_csv(folder / PLAIN_LOOP_FILE)
+    plain = pd.read_csv(plain_loop_path(folder))
     fast = runs.read_metrics(folder)
+    if fast is None:
+        raise ValueError(f"{folder} has no metrics yet: train the run (experiments/fidelity/study.py) before comparing")
     both = plain.merge(fast, on="epoch", suffixes=("_plain", "_fast"))
     for col in ("train_loss", "test_loss"):
         both[f"{col}_ratio"] = both[f"{col}_fast"] / both[f"{col}_plain"]
