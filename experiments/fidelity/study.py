@@ -41,14 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         setups = fidelity.setup_jobs(args.out, args.seeds, epochs=args.cap, margin=args.margin)
         by_name = {name: [j for j in setups if j.name == name] for name in fidelity.SETUPS}
         variants = fidelity.variant_jobs(args.out, args.variant_seeds, cap=args.cap, variants=args.variants)
-        first_variant = [j for j in variants if j.name == args.variants[0]] if args.variants else []
-        rest = [j for j in variants if j not in first_variant]
         plain = [(by_name[name][0], args.plain_epochs) for name in ("original", "tl-demo")]
-        # in order of priority: every paper seed; the plain loops (short); two seeds of the
-        # original and of the first variant; a third of each and one of the demo; the rest
-        jobs = (by_name["paper"] + plain + by_name["original"][:2] + first_variant[:2] + by_name["original"][2:3]
-                + first_variant[2:3] + by_name["tl-demo"][:1] + by_name["original"][3:] + by_name["tl-demo"][1:]
-                + first_variant[3:] + rest)
+        # in order of priority: every paper seed; the plain loops (short); two seeds of the original
+        # and one of each variant; then round by round the variants' and anchors' other seeds
+        seeds_of = {name: [j for j in variants if j.name == name] for name in args.variants}
+        rounds = [[js[r] for js in seeds_of.values() if len(js) > r] for r in range(args.variant_seeds)]
+        jobs = (by_name["paper"] + plain + by_name["original"][:2] + rounds[0] + by_name["tl-demo"][:1]
+                + [j for r in rounds[1:] for j in r] + by_name["original"][2:] + by_name["tl-demo"][1:])
         fidelity.train_study(jobs, args.workers, on_done=lambda record: print(json.dumps(record), flush=True))
     table = fidelity.summarise(args.out, on_row=lambda folder: print(f"summarising {folder}", flush=True))
     table.to_csv(args.out / "study.csv", index=False)
