@@ -356,7 +356,9 @@ def study_markdown(table: pd.DataFrame) -> str:
     from mechgrok.reproduce import nanda2023
 
     parts = []
-    setups = table[table.kind == "setup"]
+    every_setup = table[table.kind == "setup"]
+    # a run stopped before it grokked has no grokking, cleanup or final numbers yet: it is listed, not averaged
+    setups = every_setup[every_setup["test_acc_0.99"].notna()]
     rows = ["| quantity | " + " | ".join(f"`{n}` ({(setups.name == n).sum()} seeds)" for n in setups.name.unique()) + " | paper |",
             "|---|" + "---|" * (setups.name.nunique() + 1)]
     paper = {**nanda2023.PHASE_BOUNDARIES, "final_test_loss": None}
@@ -382,6 +384,11 @@ def study_markdown(table: pd.DataFrame) -> str:
             rows.append(f"| key frequencies, rule `{rule}` (per seed) | " + " | ".join(cells) + f" | {' '.join(map(str, nanda2023.KEY_FREQUENCIES))} |")
             rows.append(f"| how many, rule `{rule}` | " + " | ".join(counts) + f" | {len(nanda2023.KEY_FREQUENCIES)} |")
     parts.append("\n".join(rows))
+    unfinished = every_setup[every_setup["test_acc_0.99"].isna()]
+    if len(unfinished):
+        parts.append("Not in the means, stopped before test accuracy 0.99: " + "; ".join(
+            f"`{r['name']}` seed {r['seed']} at epoch {int(r['epochs']):,} (test accuracy {r['final_test_acc']:.3f})"
+            for _, r in unfinished.iterrows()) + ".")
 
     variants = table[table.kind == "variant"]
     if len(variants):
