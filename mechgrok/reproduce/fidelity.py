@@ -411,7 +411,7 @@ def study_markdown(table: pd.DataFrame) -> str:
     for _, r in table.iterrows():
         cells = []
         for c in present:
-            v = r[c]
+            v = r[c] if c != "key_frequencies" or pd.notna(r["test_acc_0.99"]) else None  # not grokked: no circuit yet
             cells.append("—" if v is None or (isinstance(v, float) and math.isnan(v)) else
                          f"{v:.3g}" if isinstance(v, float) and c.endswith(("loss", "peak")) else
                          f"{int(v):,}" if isinstance(v, (int, float)) and c not in ("seed",) else str(v))
