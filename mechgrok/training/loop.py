@@ -11,7 +11,8 @@ and a metrics row's train loss and accuracy are over the whole train split (an e
 pass every ``eval_every`` steps), not the minibatch's.
 
 Process state is scoped to the call: the torch thread count (``threads``), oneDNN float32
-GEMMs and glibc's malloc thresholds (``tune_process``) are set on entry and put back on exit.
+GEMMs, glibc's malloc thresholds and subnormals flushed to zero on every thread
+(``tune_process``) are set on entry and put back on exit.
 
 Ctrl-C or SIGTERM lets the current step finish, writes a resume checkpoint and returns with
 ``interrupted=True``; calling ``train`` again on the same folder resumes from the newest
@@ -117,8 +118,8 @@ def train(
     """Train ``cfg`` into the run folder ``out_dir``, or resume the run already there.
 
     ``progress`` shows a tqdm bar with train and test loss and accuracy. ``tune_process``
-    applies :mod:`mechgrok.speed`'s settings while training: oneDNN float32 GEMMs and glibc's
-    malloc thresholds (both put back afterwards). ``threads`` is the torch thread count while
+    applies :mod:`mechgrok.speed`'s settings while training: oneDNN float32 GEMMs, glibc's
+    malloc thresholds and subnormals flushed to zero (all put back afterwards). ``threads`` is the torch thread count while
     training (default: the enclosing :func:`mechgrok.speed.torch_threads` block's, else
     :func:`mechgrok.speed.default_threads`; docs/training.md says why); the previous count
     comes back afterwards. A resumed run is bit-identical to an uninterrupted one at the same
