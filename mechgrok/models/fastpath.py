@@ -56,6 +56,7 @@ class _Forward:
     K: Tensor  # [2p+1, head, d_head]
     V: Tensor  # [2p+1, head, d_head]
     A: Tensor  # [batch, head, 3]
+    weights: Tensor  # [batch · (2·head + 1)]: the bag slots' weights, from A
     Y: Tensor  # [2p+1, head, d_model]: each residual's value through W_O
     table: Tensor  # [(2p+1)·head + 1, d_mlp + d_model]: [T | Y] rows, then the constant row
     c_resid: Tensor  # [d_model]: b_O + the `=` residual
@@ -195,12 +196,13 @@ class FastPath:
         table[-1] += equals.sum(0)
 
         bags = self._bags_for(n_heads)
-        out = bags.sum_rows(table, bags.weights(A))  # [batch, d_mlp + d_model]
+        weights = bags.weights(A)
+        out = bags.sum_rows(table, weights)  # [batch, d_mlp + d_model]
         # ReLU in place: the backward pass reads its mask off ``post`` (post > 0 iff pre > 0)
         post = out[:, :d_mlp].relu_()
         resid_post = torch.addmm(out[:, d_mlp:], post, w["blocks.0.mlp.W_out"])
         logits = torch.addmm(w["unembed.b_U"], resid_post, w["unembed.W_U"])
-        return _Forward(E, q, K, V, A, Y, table, c_resid, post, resid_post, logits)
+        return _Forward(E, q, K, V, A, weights, Y, table, c_resid, post, resid_post, logits)
 
     def logits(self, model: torch.nn.Module) -> Float[Tensor, "batch d_vocab_out"]:
         """``model(tokens)[:, -1]``, computed on the last position only."""
@@ -264,7 +266,7 @@ class FastPath:
         d_out[:, d_mlp:] = d_resid_post
 
         # back into the table rows, and into the attention weights of the a and b slots
-        d_table = bags.sum_examples(d_out, bags.weights(f.A))  # [2p·head + 1, width]
+        d_table = bags.sum_examples(d_out, f.weights)  # [2p·head + 1, width]
         dA_ab = bags.weight_grads(d_out, f.table)  # [batch, head, 2]
         # `=`'s slot has no weight of its own: the softmax backward is the same for dA and dA - dA_=
         dA = torch.cat([dA_ab, dA_ab.new_zeros(n, n_heads, 1)], dim=-1)

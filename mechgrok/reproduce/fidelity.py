@@ -134,13 +134,12 @@ def run_job(job: Job) -> dict[str, Any]:
     else:
         # extend by grok_step epochs at a time until test accuracy 0.99 and margin epochs more (or
         # the cap): each extension resumes the same run, bit-identical to one uninterrupted run
-        def goal() -> int:
-            grokked = _grok_epoch(job.folder)
-            return job.config.epochs if grokked is None else min(job.config.epochs, grokked + job.margin)
-
-        while _trained_epoch(job.folder) < goal():
-            step_end = (_trained_epoch(job.folder) // job.grok_step + 1) * job.grok_step
-            target = min(step_end, goal()) if _grok_epoch(job.folder) is not None else min(step_end, job.config.epochs)
+        while True:
+            grokked, trained = _grok_epoch(job.folder), _trained_epoch(job.folder)
+            goal = job.config.epochs if grokked is None else min(job.config.epochs, grokked + job.margin)
+            if trained >= goal:
+                break
+            target = min((trained // job.grok_step + 1) * job.grok_step, goal)
             train_or_reuse(job.config.replace(epochs=target), job.folder, threads=1)
     return {"name": job.name, "seed": job.seed, "folder": str(job.folder), "epoch": _trained_epoch(job.folder),
             "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
