@@ -2,7 +2,8 @@
 
 The fidelity study of docs/fidelity.md: the presets paper, original and tl-demo on every seed,
 the paper default with one anchor setting changed at a time, and a plain HookedTransformer
-loop beside the original's and the demo's seed 0, in that order of priority, on a pool of
+loop beside the original's and the demo's seed 0 (the paper's seeds, the plain loops, the anchors'
+seeds, then the variants'), on a pool of
 single-thread processes (one per usable core). Each run trains until test accuracy 0.99 and
 ``--margin`` epochs more (variants: until 0.99), capped at ``--cap``; interrupted, it goes on
 where it stopped when run again. ``--summary`` only reads the run folders: it writes
@@ -43,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         variants = fidelity.variant_jobs(args.out, args.variant_seeds, cap=args.cap, variants=args.variants)
         plain = [(by_name[name][0], args.plain_epochs) for name in ("original", "tl-demo")]
         # in order of priority: every paper seed; the plain loops (short); two seeds of the original
-        # and one of each variant; then round by round the variants' and anchors' other seeds
+        # and one of the demo; the other seeds of both anchors; then round by round the variants'
         seeds_of = {name: [j for j in variants if j.name == name] for name in args.variants}
         rounds = [[js[r] for js in seeds_of.values() if len(js) > r] for r in range(args.variant_seeds)]
-        jobs = (by_name["paper"] + plain + by_name["original"][:2] + rounds[0] + by_name["tl-demo"][:1]
-                + [j for r in rounds[1:] for j in r] + by_name["original"][2:] + by_name["tl-demo"][1:])
+        jobs = (by_name["paper"] + plain + by_name["original"][:2] + by_name["tl-demo"][:1]
+                + by_name["original"][2:] + by_name["tl-demo"][1:] + [j for r in rounds for j in r])
         fidelity.train_study(jobs, args.workers, on_done=lambda record: print(json.dumps(record), flush=True))
     table = fidelity.summarise(args.out, on_row=lambda folder: print(f"summarising {folder}", flush=True))
     table.to_csv(args.out / "study.csv", index=False)
