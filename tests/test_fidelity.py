@@ -22,9 +22,11 @@ def test_jobs_are_the_presets_per_seed_in_their_folders(tmp_path):
     assert by["original", 1].config == preset_config("original", seed=1).replace(epochs=16_000)
     assert by["tl-demo", 1].config.model_seed == 1000 and by["tl-demo", 1].config.eval_every == 10
     assert by["paper", 0].folder == tmp_path / "paper" / "seed_0"
+    assert all(j.measures for j in jobs)  # a setup's measures are computed as it finishes
     variants = fidelity.variant_jobs(tmp_path, seeds=[4], cap=9000, variants=["unembed_equals"])
     (v,) = variants
     assert v.config == Config(seed=4, unembed_equals=True, epochs=9000) and v.until_grokked and v.margin == 0
+    assert not v.measures
     assert v.folder == tmp_path / "variants" / "unembed_equals" / "seed_4"
     with pytest.raises(ValueError, match="not one of"):
         fidelity.setup_jobs(tmp_path, setups=["nope"])
@@ -33,8 +35,12 @@ def test_jobs_are_the_presets_per_seed_in_their_folders(tmp_path):
 
 
 def test_a_job_trains_until_grokked_plus_margin_then_is_reused(tmp_path):
-    job = fidelity.Job("small", 0, SMALL, tmp_path / "small" / "seed_0", until_grokked=True, grok_step=100, margin=200)
+    from mechgrok.analysis import progress
+
+    job = fidelity.Job("small", 0, SMALL, tmp_path / "small" / "seed_0", until_grokked=True, grok_step=100, margin=200,
+                       measures=True)
     record = fidelity.run_job(job)
+    assert not progress.is_stale(job.folder)  # its measures cached for the summary
     metrics = runs.read_metrics(job.folder)
     grokked = int(metrics[metrics.test_acc >= 0.99].epoch.min())
     assert record["epoch"] == grokked + 200 < SMALL.epochs  # stopped there, not at the cap

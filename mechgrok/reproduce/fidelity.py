@@ -73,6 +73,7 @@ class Job:
     until_grokked: bool = True
     grok_step: int = 1000
     margin: int = 0  # epochs past the grokking epoch (until_grokked)
+    measures: bool = False  # compute (and cache) the progress measures once trained, as the summary reads them
 
 
 def setup_jobs(out: str | Path, seeds: int | Sequence[int] = 5, epochs: int | None = None,
@@ -85,7 +86,7 @@ def setup_jobs(out: str | Path, seeds: int | Sequence[int] = 5, epochs: int | No
         cfg = preset_config(preset, seed=seed, **overrides)
         return cfg if epochs is None else cfg.replace(epochs=epochs)
 
-    return _jobs(SETUPS, setups, seeds, config, Path(out), until_grokked, grok_step, margin)
+    return _jobs(SETUPS, setups, seeds, config, Path(out), until_grokked, grok_step, margin, measures=True)
 
 
 def variant_jobs(out: str | Path, seeds: int | Sequence[int] = 3, cap: int = 20_000, grok_step: int = 1000,
@@ -98,12 +99,12 @@ def variant_jobs(out: str | Path, seeds: int | Sequence[int] = 3, cap: int = 20_
 
 
 def _jobs(known: dict, names: Sequence[str], seeds: int | Sequence[int], config: Callable[[str, int], Config],
-          parent: Path, until_grokked: bool, grok_step: int, margin: int) -> list[Job]:
+          parent: Path, until_grokked: bool, grok_step: int, margin: int, measures: bool = False) -> list[Job]:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"{unknown[0]!r} is not one of {list(known)}")
-    return [Job(name, seed, config(name, seed), parent / name / f"seed_{seed}", until_grokked, grok_step, margin)
-            for name in names for seed in _seeds(seeds)]
+    return [Job(name, seed, config(name, seed), parent / name / f"seed_{seed}", until_grokked, grok_step, margin,
+                measures) for name in names for seed in _seeds(seeds)]
 
 
 def _seeds(seeds: int | Sequence[int]) -> list[int]:
@@ -141,6 +142,12 @@ def run_job(job: Job) -> dict[str, Any]:
                 break
             target = min((trained // job.grok_step + 1) * job.grok_step, goal)
             train_or_reuse(job.config.replace(epochs=target), job.folder, threads=1)
+    if job.measures:  # cached in the run folder (recomputed only if the run changed): the summary reads it
+        from mechgrok.analysis import progress
+        from mechgrok.speed import torch_threads
+
+        with torch_threads(1):
+            progress.load_progress(job.folder)
     return {"name": job.name, "seed": job.seed, "folder": str(job.folder), "epoch": _trained_epoch(job.folder),
             "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
 
