@@ -64,6 +64,18 @@ def test_a_job_trains_until_grokked_plus_margin_then_is_reused(tmp_path):
     # the write-up's tables carry the run's own numbers and name its folder
     md = fidelity.study_markdown(table)
     assert f"| test accuracy 0.99 | {grokked:,} |" in md and str(job.folder) in md
+    # the record: the run's small files beside the table, which they give back; a changed number is caught
+    record = tmp_path / "record"
+    written = fidelity.write_record(table, tmp_path, record)
+    assert sorted(p.name for p in (record / "small" / "seed_0").iterdir()) == sorted(fidelity.RECORD_FILES)
+    assert fidelity.check_record(record) == []
+    published = pd.read_csv(written)
+    assert published.folder.tolist() == ["small/seed_0"]
+    published.loc[0, "test_acc_0.99"] += 10
+    published.loc[0, "cleanup_end"] = None
+    published.to_csv(written, index=False)
+    wrong = fidelity.check_record(record)
+    assert len(wrong) == 2 and "test_acc_0.99" in wrong[0] and "cleanup_end" in wrong[1]
 
 
 def test_the_plain_loop_follows_the_fast_path(tmp_path):
@@ -105,3 +117,4 @@ def test_aggregate_counts_only_the_runs_that_reached_a_quantity():
     assert agg.loc["a", "cleanup_end n"] == 1 and agg.loc["a", "cleanup_end mean"] == 100
     assert agg.loc["b", "runs"] == 1 and math.isnan(agg.loc["b", "x std"])
     assert "absent mean" not in agg.columns
+

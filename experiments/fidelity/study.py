@@ -1,14 +1,15 @@
-"""python experiments/fidelity/study.py [--out runs/fidelity] [--seeds 5] [--variant-seeds 3] [--cap 16000]
+"""python experiments/fidelity/study.py [--out runs/fidelity] [--seeds 5] [--variant-seeds 3] [--cap 16000] [--record DIR]
 
 The fidelity study of docs/fidelity.md: the presets paper, original and tl-demo on every seed,
 the paper default with one anchor setting changed at a time, and a plain HookedTransformer
-loop beside the original's and the demo's seed 0 (the paper's seeds, the plain loops, the anchors'
-seeds, then the variants'), on a pool of
-single-thread processes (one per usable core). Each run trains until test accuracy 0.99 and
-``--margin`` epochs more (variants: until 0.99), capped at ``--cap``; interrupted, it goes on
-where it stopped when run again. ``--summary`` only reads the run folders: it writes
-OUT/study.csv (one row per run), OUT/study_by_setup.csv (mean, spread, min, max per setup) and
-OUT/study.md (the tables of docs/fidelity.md).
+loop beside the original's and the demo's seed 0 (in this order of priority: the paper's
+seeds, the plain loops, the anchors' seeds, the variants'), on a pool of single-thread
+processes (one per usable core). Each run trains until test accuracy 0.99 and ``--margin``
+epochs more (variants: until 0.99), capped at ``--cap``; interrupted, it goes on where it
+stopped when run again. ``--summary`` only reads the run folders: it writes OUT/study.csv (one
+row per run), OUT/study_by_setup.csv (mean, spread, min, max per setup) and OUT/study.md (the
+tables of docs/fidelity.md); ``--record DIR`` also copies each run's small files and study.csv
+to DIR (the repository keeps one in experiments/fidelity/record).
 The logic lives in mechgrok.reproduce.fidelity.
 """
 
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain-epochs", type=int, default=200)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--summary", action="store_true", help="only summarise the run folders")
+    parser.add_argument("--record", type=Path, default=None,
+                        help="also copy each run's config, metrics and progress measures (no checkpoints) and "
+                             "study.csv here, e.g. experiments/fidelity/record, checked by fidelity.check_record")
     args = parser.parse_args(argv)
     if not args.summary:
         setups = fidelity.setup_jobs(args.out, args.seeds, epochs=args.cap, margin=args.margin)
@@ -55,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     fidelity.aggregate(table, COLUMNS).to_csv(args.out / "study_by_setup.csv", index=False)
     (args.out / "study.md").write_text(fidelity.study_markdown(table))
     print(f"wrote {args.out / 'study.csv'} ({len(table)} runs) and {args.out / 'study_by_setup.csv'}")
+    if args.record is not None:
+        path = fidelity.write_record(table, args.out, args.record)
+        wrong = fidelity.check_record(args.record)
+        print(f"wrote the record {path}: " + ("every number agrees with its files" if not wrong else "; ".join(wrong)))
+        if wrong:
+            return 1
     return 0
 
 

@@ -71,6 +71,7 @@ __all__ = [
     "MEASURES_FILE",
     "META_FILE",
     "MEASURES_VERSION",
+    "read_progress",
     "gini",
     "fourier_ginis",
     "sum_squared_weights",
@@ -392,12 +393,23 @@ def load_progress(
         meta = {"version": MEASURES_VERSION, "rule": rule, "key_frequencies": key, "computed_s": seconds,
                 "checkpoints": fingerprint}
         runs.atomic_write_text(run_dir / META_FILE, json.dumps(meta) + "\n")
-    else:
-        meta = _read_meta(run_dir)
-        measures = pd.read_csv(run_dir / MEASURES_FILE)
-        measures = measures.astype({c: float for c in measures.columns if c != "epoch"})  # all-zero columns read as int
-        key, seconds = list(meta["key_frequencies"]), float(meta["computed_s"])
-    return Progress(measures, key, rule, detect_phases(measures), seconds, recomputed)
+        return Progress(measures, key, rule, detect_phases(measures), seconds, True)
+    return read_progress(run_dir)
+
+
+def read_progress(run_dir: str | Path) -> Progress:
+    """The measures cached in ``progress.csv`` and ``progress.json`` as they were written, not
+    checked against the checkpoints (:func:`load_progress` checks and recomputes): for a copy of a
+    run folder that kept the tables but not the checkpoints."""
+    run_dir = Path(run_dir)
+    meta = _read_meta(run_dir)
+    if meta is None:
+        raise ValueError(f"{run_dir} has no readable {MEASURES_FILE} and {META_FILE}; "
+                         f"mechgrok.analysis.progress.load_progress({str(run_dir)!r}) computes them from its checkpoints")
+    measures = pd.read_csv(run_dir / MEASURES_FILE)
+    measures = measures.astype({c: float for c in measures.columns if c != "epoch"})  # all-zero columns read as int
+    return Progress(measures, list(meta["key_frequencies"]), meta["rule"], detect_phases(measures),
+                    float(meta["computed_s"]), False)
 
 
 # ----------------------------------------------------------------------------- table helpers

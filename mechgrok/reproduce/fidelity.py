@@ -41,7 +41,8 @@ from mechgrok.config import Config
 from mechgrok.presets import preset_config
 
 __all__ = ["SETUPS", "VARIANTS", "Job", "setup_jobs", "variant_jobs", "train_study", "run_job", "plain_loop",
-           "plain_loop_job", "plain_loop_path", "plain_loop_agreement", "summarise", "aggregate", "study_markdown"]
+           "plain_loop_job", "plain_loop_path", "plain_loop_agreement", "summarise", "aggregate", "study_markdown",
+           "RECORD_FILES", "write_record", "check_record"]
 
 # setup name: (preset, overrides). The demo evaluates its test loss every epoch; the study does so
 # every 10 epochs (``eval_every`` changes nothing but how often a metrics row is written).
@@ -424,3 +425,67 @@ def study_markdown(table: pd.DataFrame) -> str:
         rows.append("| " + " | ".join(cells) + f" | `{r.folder}` |")
     parts.append("\n".join(rows))
     return "\n\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------ the record
+RECORD_FILES = ("config.json", "metrics.csv", "progress.csv", "progress.json")
+RECORD_TABLE = "study.csv"
+# the columns a record recomputes from its files (the rest need the checkpoints it leaves out)
+RECORD_TRAINING = ("epochs", "test_acc_0.5", "test_acc_0.99", "test_loss_peak", "test_loss_peak_epoch",
+                   "final_train_loss", "final_test_loss", "final_test_acc")
+RECORD_PHASES = ("memorization_end", "circuit_formation_end", "cleanup_end")
+
+
+def write_record(table: pd.DataFrame, out: str | Path, record: str | Path) -> Path:
+    """Copy each run's small files (``RECORD_FILES``: config, metrics, progress measures; no
+    checkpoints) from under ``out`` to the same place under ``record``, beside ``table`` as
+    ``study.csv``, so the published table can be checked against its runs without them
+    (:func:`check_record`). Returns the table's path."""
+    import shutil
+
+    out, record = Path(out), Path(record)
+    for folder in table.folder:
+        target = record / Path(folder).relative_to(out)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (Path(folder) / name).exists():
+                shutil.copyfile(Path(folder) / name, target / name)
+    path = record / RECORD_TABLE
+    table.assign(folder=[str(Path(f).relative_to(out)) for f in table.folder]).to_csv(path, index=False)
+    return path
+
+
+def check_record(record: str | Path) -> list[str]:
+    """What in the record's ``study.csv`` its run files do not give back: the training numbers
+    (``RECORD_TRAINING``, from each run's config and metrics), and for a setup the phase boundaries
+    and key frequencies (from its cached progress measures). An empty list: every number agrees."""
+    from mechgrok.analysis import progress
+
+    record = Path(record)
+    table = pd.read_csv(record / RECORD_TABLE, dtype={"key_frequencies": str})
+    wrong = []
+
+    def differ(folder: str, column: str, published: Any, found: Any) -> None:
+        missing = (published is None or pd.isna(published)), (found is None or pd.isna(found))
+        if missing == (True, True):
+            return
+        if any(missing) or not math.isclose(float(published), float(found), rel_tol=1e-9):
+            wrong.append(f"{folder}: {column} is {published} in {RECORD_TABLE}, {found} from its files")
+
+    for _, published in table.iterrows():
+        folder = record / published.folder
+        if not (folder / "metrics.csv").exists():
+            wrong.append(f"{published.folder}: no metrics.csv in the record")
+            continue
+        found = run_row(folder, full=False)
+        for column in RECORD_TRAINING:
+            differ(published.folder, column, published[column], found[column])
+        if published.kind == "setup":
+            prog = progress.read_progress(folder)
+            for column in RECORD_PHASES:
+                differ(published.folder, column, published[column], prog.phases.boundaries.get(column))
+            key = " ".join(map(str, prog.key_frequencies))
+            if str(published.key_frequencies) != key:
+                wrong.append(f"{published.folder}: key_frequencies are {published.key_frequencies} in {RECORD_TABLE}, "
+                             f"{key} from its files")
+    return wrong
