@@ -3,7 +3,8 @@
 The fidelity study of docs/fidelity.md: the presets paper, original and tl-demo on every seed,
 the paper default with one anchor setting changed at a time, and a plain HookedTransformer
 loop beside the original's and the demo's seed 0 (in this order of priority: the paper's
-seeds, the plain loops, the anchors' seeds, the variants'), on a pool of single-thread
+seeds, the plain loops, the original's seeds and the demo's first, one seed of each variant,
+the demo's other seeds, the variants' other seeds), on a pool of single-thread
 processes (one per usable core). Each run trains until test accuracy 0.99 and ``--margin``
 epochs more (variants: until 0.99), capped at ``--cap``; interrupted, it goes on where it
 stopped when run again. ``--summary`` only reads the run folders: it writes OUT/study.csv (one
@@ -47,12 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         by_name = {name: [j for j in setups if j.name == name] for name in fidelity.SETUPS}
         variants = fidelity.variant_jobs(args.out, args.variant_seeds, cap=args.cap, variants=args.variants)
         plain = [(by_name[name][0], args.plain_epochs) for name in ("original", "tl-demo")]
-        # in order of priority: every paper seed; the plain loops (short); two seeds of the original
-        # and one of the demo; the other seeds of both anchors; then round by round the variants'
+        # in order of priority: every paper seed; the plain loops (short); the original's seeds and
+        # the demo's first; one seed of each variant (short); the demo's other seeds; then round by
+        # round the variants' other seeds
         seeds_of = {name: [j for j in variants if j.name == name] for name in args.variants}
         rounds = [[js[r] for js in seeds_of.values() if len(js) > r] for r in range(args.variant_seeds)]
-        jobs = (by_name["paper"] + plain + by_name["original"][:2] + by_name["tl-demo"][:1]
-                + by_name["original"][2:] + by_name["tl-demo"][1:] + [j for r in rounds for j in r])
+        jobs = (by_name["paper"] + plain + by_name["original"] + by_name["tl-demo"][:1] + rounds[0]
+                + by_name["tl-demo"][1:] + [j for r in rounds[1:] for j in r])
         fidelity.train_study(jobs, args.workers, on_done=lambda record: print(json.dumps(record), flush=True))
     table = fidelity.summarise(args.out, on_row=lambda folder: print(f"summarising {folder}", flush=True))
     table.to_csv(args.out / "study.csv", index=False)
