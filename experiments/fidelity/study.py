@@ -3,7 +3,7 @@
 The fidelity study of docs/fidelity.md: the presets paper, original and tl-demo on every seed,
 the paper default with one anchor setting changed at a time, and a plain HookedTransformer
 loop beside the original's and the demo's seed 0 (in this order of priority: the paper's
-seeds, the plain loops, the original's seeds and the demo's first, one seed of each variant,
+seeds, the original's seeds and the demo's first, the plain loops, one seed of each variant,
 the demo's other seeds, the variants' other seeds), on a pool of single-thread
 processes (one per usable core). Each run trains until test accuracy 0.99 and ``--margin``
 epochs more (variants: until 0.99), capped at ``--cap``; interrupted, it goes on where it
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="*", default=list(fidelity.VARIANTS))
     parser.add_argument("--cap", type=int, default=16_000)
     parser.add_argument("--margin", type=int, default=1000)
-    parser.add_argument("--plain-epochs", type=int, default=200)
+    parser.add_argument("--plain-epochs", type=int, default=1500)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--summary", action="store_true", help="only summarise the run folders")
     parser.add_argument("--record", type=Path, default=None,
@@ -48,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         by_name = {name: [j for j in setups if j.name == name] for name in fidelity.SETUPS}
         variants = fidelity.variant_jobs(args.out, args.variant_seeds, cap=args.cap, variants=args.variants)
         plain = [(by_name[name][0], args.plain_epochs) for name in ("original", "tl-demo")]
-        # in order of priority: every paper seed; the plain loops (short); the original's seeds and
-        # the demo's first; one seed of each variant (short); the demo's other seeds; then round by
-        # round the variants' other seeds
+        # in order of priority: every paper seed; the original's seeds and the demo's first; the
+        # plain loops; one seed of each variant (short); the demo's other seeds; then round by round
+        # the variants' other seeds
         seeds_of = {name: [j for j in variants if j.name == name] for name in args.variants}
         rounds = [[js[r] for js in seeds_of.values() if len(js) > r] for r in range(args.variant_seeds)]
-        jobs = (by_name["paper"] + plain + by_name["original"] + by_name["tl-demo"][:1] + rounds[0]
+        jobs = (by_name["paper"] + by_name["original"] + by_name["tl-demo"][:1] + plain + rounds[0]
                 + by_name["tl-demo"][1:] + [j for r in rounds[1:] for j in r])
         fidelity.train_study(jobs, args.workers, on_done=lambda record: print(json.dumps(record), flush=True))
     table = fidelity.summarise(args.out, on_row=lambda folder: print(f"summarising {folder}", flush=True))
