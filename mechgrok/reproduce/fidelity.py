@@ -438,8 +438,8 @@ RECORD_PHASES = ("memorization_end", "circuit_formation_end", "cleanup_end")
 
 def write_record(table: pd.DataFrame, out: str | Path, record: str | Path) -> Path:
     """Copy each run's small files (``RECORD_FILES``: config, metrics, progress measures; no
-    checkpoints) from under ``out`` to the same place under ``record``, beside ``table`` as
-    ``study.csv``, so the published table can be checked against its runs without them
+    checkpoints) and its plain loop's table, if any, from under ``out`` to the same place under
+    ``record``, beside ``table`` as ``study.csv``, so the published table can be checked against its runs without them
     (:func:`check_record`). Returns the table's path."""
     import shutil
 
@@ -450,6 +450,8 @@ def write_record(table: pd.DataFrame, out: str | Path, record: str | Path) -> Pa
         for name in RECORD_FILES:
             if (Path(folder) / name).exists():
                 shutil.copyfile(Path(folder) / name, target / name)
+        if plain_loop_path(folder).exists():
+            shutil.copyfile(plain_loop_path(folder), plain_loop_path(target))
     path = record / RECORD_TABLE
     table.assign(folder=[str(Path(f).relative_to(out)) for f in table.folder]).to_csv(path, index=False)
     return path
