@@ -64,6 +64,7 @@ def test_a_job_trains_until_grokked_plus_margin_then_is_reused(tmp_path):
     # the write-up's tables carry the run's own numbers and name its folder
     md = fidelity.study_markdown(table)
     assert f"| test accuracy 0.99 | {grokked:,} |" in md and str(job.folder) in md
+    assert f"| small | 0 | {row['§4.4 original']:.3g} | " in md  # its §4.4 losses, beside the published ones
     # the record: the run's small files beside the table, which they give back; a changed number is caught
     record = tmp_path / "record"
     written = fidelity.write_record(table, tmp_path, record)

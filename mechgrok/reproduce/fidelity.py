@@ -411,6 +411,8 @@ def study_markdown(table: pd.DataFrame) -> str:
             rows.append(f"| {what} | {len(group)} | {got} | {mean.mean():,.0f}{'' if len(mean) == len(group) else ' (grokked runs)'} |")
         parts.append("\n".join(rows))
 
+    parts.append(_section_4_4_markdown(setups))
+
     cols = ["name", "seed", "epochs", "memorization_end", "circuit_formation_end", "cleanup_end", "test_acc_0.5", "test_acc_0.99",
             "test_loss_peak", "test_loss_peak_epoch", "final_train_loss", "final_test_loss", "key_frequencies"]
     present = [c for c in cols if c in table]
@@ -424,7 +426,46 @@ def study_markdown(table: pd.DataFrame) -> str:
                          f"{int(v):,}" if isinstance(v, (int, float)) and c not in ("seed",) else str(v))
         rows.append("| " + " | ".join(cells) + f" | `{r.folder}` |")
     parts.append("\n".join(rows))
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join(part for part in parts if part) + "\n"
+
+
+# short column labels of the §4.4 interventions (mechgrok.analysis.ablations.section_4_4_table)
+SECTION_4_4_LABELS = {
+    "original": "loss",
+    "clustered neurons -> single-frequency degree-2 approximation": "neurons → degree-2",
+    "neurons: keep only cos/sin(w_k(a+b)) of key frequencies": "neurons: key cos/sin only",
+    "MLP output projected onto the 2K W_L directions": "MLP out on W_L",
+    "MLP output projected onto the null space of the W_L directions": "MLP out on W_L's null space",
+    "logits: keep only the 2D terms of key frequencies": "logits: key 2D terms only",
+    "logits: keep only cos/sin(w_k(a+b)) of key frequencies (restricted loss)": "restricted loss",
+    "logits: remove cos/sin(w_k(a+b)) of key frequencies": "excluded loss",
+}
+
+
+def _section_4_4_markdown(setups: pd.DataFrame) -> str:
+    """Per grokked setup run: the §4.4 losses (on all p² inputs, at the run's last epoch), the
+    fraction of neurons above the cluster threshold and the non-key frequency whose removal moves
+    the loss most; the paper's values in the first row."""
+    from mechgrok.reproduce import nanda2023
+
+    present = [name for name in SECTION_4_4_LABELS if f"§4.4 {name}" in setups]
+    if not present:
+        return ""
+    head = ["name", "seed", *(SECTION_4_4_LABELS[n] for n in present), "neurons > 0.85",
+            "worst non-key frequency (loss change)"]
+    rows = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
+
+    def num(v: Any) -> str:
+        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
+
+    paper = [num(nanda2023.SECTION_4_4.get(n, math.nan)) for n in present]
+    rows.append("| Nanda et al. (published) | | " + " | ".join(paper) + f" | {num(nanda2023.HEADLINE.get('neurons explained > threshold (fraction)', math.nan))} | |")
+    for _, r in setups.iterrows():
+        worst = r.get("worst_non_key_frequency")
+        change = "—" if worst is None or pd.isna(worst) else f"{int(worst)} ({r['worst_non_key_loss_change']:+.0%})"
+        rows.append(f"| {r['name']} | {r.seed} | " + " | ".join(num(r[f'§4.4 {n}']) for n in present)
+                    + f" | {num(r.get('neurons_explained_fraction'))} | {change} |")
+    return "\n".join(rows)
 
 
 # ------------------------------------------------------------------------------ the record
