@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -119,3 +120,21 @@ def test_aggregate_counts_only_the_runs_that_reached_a_quantity():
     assert agg.loc["b", "runs"] == 1 and math.isnan(agg.loc["b", "x std"])
     assert "absent mean" not in agg.columns
 
+
+RECORD = Path(__file__).resolve().parents[1] / "experiments" / "fidelity" / "record"
+
+
+def test_the_published_study_is_its_recorded_runs():
+    """docs/fidelity.md's per-run table is the record's study.csv, and the record's run files give
+    back its numbers (the training numbers, phases and key frequencies)."""
+    assert fidelity.check_record(RECORD) == []
+    table = pd.read_csv(RECORD / "study.csv", dtype={"key_frequencies": str})
+    table["folder"] = "runs/fidelity/" + table.folder
+    expected = fidelity.study_markdown(table)
+    docs = (RECORD.parents[2] / "docs" / "fidelity.md").read_text()
+    run_rows = [line for line in docs.splitlines() if line.startswith("| ") and "`runs/fidelity/" in line]
+    assert len(run_rows) == len(table)
+    assert all(line in expected.splitlines() for line in run_rows)
+    for setup in ("original", "tl-demo"):  # the plain loops beside the anchors' seed 0: the same model at epoch 0
+        both = fidelity.plain_loop_agreement(RECORD / setup / "seed_0")
+        assert both.epoch.iloc[-1] >= 1500 and both.train_loss_ratio.iloc[0] == pytest.approx(1, abs=1e-6)
