@@ -18,6 +18,8 @@ a study sized for a small machine spends its epochs where the questions are.
 Every run is an ordinary run folder trained by ``mechgrok.train``, so a study interrupted at any
 point goes on where it stopped, and a finished run is reused. ``summarise(OUT)`` reads every run
 folder under ``OUT`` into one table; nothing in it comes from anywhere but those folders.
+``write_record`` keeps each run's config, metrics and progress measures beside that table, and
+``check_record`` recomputes the table's training numbers, phases and key frequencies from them.
 
     from mechgrok.reproduce import fidelity
     fidelity.train_study("runs/fidelity", fidelity.setup_jobs(seeds=5, epochs=20_000))
@@ -480,7 +482,8 @@ RECORD_PHASES = ("memorization_end", "circuit_formation_end", "cleanup_end")
 def write_record(table: pd.DataFrame, out: str | Path, record: str | Path) -> Path:
     """Copy each run's small files (``RECORD_FILES``: config, metrics, progress measures; no
     checkpoints) and its plain loop's table, if any, from under ``out`` to the same place under
-    ``record``, beside ``table`` as ``study.csv``, so the published table can be checked against its runs without them
+    ``record``, and ``table`` beside them as ``study.csv`` (folders relative to ``out``), so the
+    published table can be checked against its runs without their checkpoints
     (:func:`check_record`). Returns the table's path."""
     import shutil
 
