@@ -70,6 +70,7 @@ def test_a_job_trains_until_grokked_plus_margin_then_is_reused(tmp_path):
     record = tmp_path / "record"
     written = fidelity.write_record(table, tmp_path, record)
     assert sorted(p.name for p in (record / "small" / "seed_0").iterdir()) == sorted(fidelity.RECORD_FILES)
+    assert set(fidelity.RECORD_FILES) >= {progress.MEASURES_FILE, progress.META_FILE}  # the names progress writes
     assert fidelity.check_record(record) == []
     published = pd.read_csv(written)
     assert published.folder.tolist() == ["small/seed_0"]

@@ -471,7 +471,9 @@ def _section_4_4_markdown(setups: pd.DataFrame) -> str:
 
 
 # ------------------------------------------------------------------------------ the record
-RECORD_FILES = ("config.json", "metrics.csv", "progress.csv", "progress.json")
+# a run's config and metrics, and its cached progress measures (analysis.progress.MEASURES_FILE and
+# META_FILE, spelled out here: importing analysis.progress loads TransformerLens)
+RECORD_FILES = (runs.CONFIG_FILE, runs.METRICS_FILE, "progress.csv", "progress.json")
 RECORD_TABLE = "study.csv"
 # the columns a record recomputes from its files (the rest need the checkpoints it leaves out)
 RECORD_TRAINING = ("epochs", "test_acc_0.5", "test_acc_0.99", "test_loss_peak", "test_loss_peak_epoch",
@@ -520,8 +522,8 @@ def check_record(record: str | Path) -> list[str]:
 
     for _, published in table.iterrows():
         folder = record / published.folder
-        if not (folder / "metrics.csv").exists():
-            wrong.append(f"{published.folder}: no metrics.csv in the record")
+        if not (folder / runs.METRICS_FILE).exists():
+            wrong.append(f"{published.folder}: no {runs.METRICS_FILE} in the record")
             continue
         found = run_row(folder, full=False)
         for column in RECORD_TRAINING:
